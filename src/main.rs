@@ -1,0 +1,3 @@
+fn main() {
+    println!("thermostat-server {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,144 @@
+//! One poll's result as the daemon stores it: the thermostat state after the device's
+//! quirks (`-1`, missing keys, implausible values) have been turned into `None`.
+
+use crate::thermostat::ThermostatId;
+
+/// Thermostat operating mode (`tmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tmode {
+    Off,
+    Heat,
+    Cool,
+    Auto,
+}
+
+impl Tmode {
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            0 => Some(Self::Off),
+            1 => Some(Self::Heat),
+            2 => Some(Self::Cool),
+            3 => Some(Self::Auto),
+            _ => None,
+        }
+    }
+
+    pub fn code(self) -> i16 {
+        match self {
+            Self::Off => 0,
+            Self::Heat => 1,
+            Self::Cool => 2,
+            Self::Auto => 3,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Heat => "heat",
+            Self::Cool => "cool",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+/// Fan mode (`fmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fmode {
+    Auto,
+    Circulate,
+    On,
+}
+
+impl Fmode {
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            0 => Some(Self::Auto),
+            1 => Some(Self::Circulate),
+            2 => Some(Self::On),
+            _ => None,
+        }
+    }
+
+    pub fn code(self) -> i16 {
+        match self {
+            Self::Auto => 0,
+            Self::Circulate => 1,
+            Self::On => 2,
+        }
+    }
+}
+
+/// What the HVAC equipment is doing right now (`tstate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tstate {
+    Idle,
+    Heating,
+    Cooling,
+}
+
+impl Tstate {
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            0 => Some(Self::Idle),
+            1 => Some(Self::Heating),
+            2 => Some(Self::Cooling),
+            _ => None,
+        }
+    }
+
+    pub fn code(self) -> i16 {
+        match self {
+            Self::Idle => 0,
+            Self::Heating => 1,
+            Self::Cooling => 2,
+        }
+    }
+
+    /// Returns true while the equipment heats or cools, which is what
+    /// `hvac_runtime_percent` counts.
+    pub fn is_running(self) -> bool {
+        self != Self::Idle
+    }
+}
+
+/// The thermostat state from one successful `GET /tstat`. A field is `None` when the
+/// device left it out (setpoint keys depend on the mode), sent `-1`, or sent a value
+/// outside the plausible range for that field.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ThermostatState {
+    /// Indoor temperature, °F.
+    pub temp: Option<f64>,
+    /// Heat setpoint, °F; only reported in heat mode (and on some units in auto).
+    pub t_heat: Option<f64>,
+    /// Cool setpoint, °F; only reported in cool mode (and on some units in auto).
+    pub t_cool: Option<f64>,
+    pub tmode: Option<Tmode>,
+    pub fmode: Option<Fmode>,
+    pub tstate: Option<Tstate>,
+    /// Fan relay: true while the fan runs. Some units report false while heating.
+    pub fstate: Option<bool>,
+    pub hold: Option<bool>,
+    /// True while a temporary setpoint is in force. CT30-class units always report false.
+    pub override_active: Option<bool>,
+}
+
+/// A stored poll result: the state plus when and where it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub thermostat_id: ThermostatId,
+    /// When the answer arrived, not when the request was sent: a reply can take 16 s.
+    pub ts: jiff::Timestamp,
+    pub state: ThermostatState,
+    /// Outside temperature from the weather service, °F, when one is current.
+    pub local_temp: Option<f64>,
+}
+
+/// A poll that produced no reading: timeout, refused connection, bad body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollFailure {
+    pub thermostat_id: ThermostatId,
+    pub ts: jiff::Timestamp,
+    /// Short machine-readable cause, for example `timeout` or `connect`.
+    pub kind: &'static str,
+}
