@@ -1,0 +1,173 @@
+//! `DeviceLink`: the only way to talk to one thermostat. It holds the device's rules:
+//! one request in flight (the device's server is single-threaded), a minimum gap
+//! between requests (it locks up for 20 to 30 minutes when flooded), and a deadline on
+//! every request (answers take about 2.5 s and sometimes a minute).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+
+use super::error::DeviceError;
+use super::http::{HttpReply, exchange};
+use super::info::{DeviceIdentity, ModelProfile, SysInfo, parse_model, parse_name, parse_sys};
+use super::tstat::{TstatReply, parse_post_reply, parse_tstat};
+use crate::thermostat::DeviceAddress;
+
+/// Timing rules for one thermostat.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkOptions {
+    /// Deadline for a whole request, connect to last body byte. One CT80 firmware takes
+    /// 16 s to answer `/tstat`, so this is 20 s or more in production.
+    pub request_timeout: Duration,
+    /// Quiet time between the end of one request and the start of the next.
+    pub min_request_gap: Duration,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(25),
+            min_request_gap: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A serialised connection to one thermostat. Share it behind an `Arc`: every caller
+/// (poller, commands) goes through the same lock, so requests never overlap.
+#[derive(Debug)]
+pub struct DeviceLink {
+    address: Mutex<DeviceAddress>,
+    options: LinkOptions,
+    last_request_end: async_lock::Mutex<Option<Instant>>,
+}
+
+impl DeviceLink {
+    pub fn new(address: DeviceAddress, options: LinkOptions) -> Self {
+        Self {
+            address: Mutex::new(address),
+            options,
+            last_request_end: async_lock::Mutex::new(None),
+        }
+    }
+
+    pub fn address(&self) -> DeviceAddress {
+        *self
+            .address
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Points the link at a new address, after DHCP moved the thermostat.
+    pub fn set_address(&self, address: DeviceAddress) {
+        *self
+            .address
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = address;
+    }
+
+    pub fn options(&self) -> LinkOptions {
+        self.options
+    }
+
+    /// Reads the current state (`GET /tstat`).
+    pub async fn read_state(&self) -> Result<TstatReply, DeviceError> {
+        let reply = self.get("/tstat").await?;
+        Ok(parse_tstat(&reply.body)?)
+    }
+
+    /// Reads the uuid and versions (`GET /sys`).
+    pub async fn read_sys(&self) -> Result<SysInfo, DeviceError> {
+        let reply = self.get("/sys").await?;
+        Ok(parse_sys(&reply.body)?)
+    }
+
+    /// Reads `/sys`, `/sys/name` and `/tstat/model`, each with the full request
+    /// deadline: some units take several seconds for the model.
+    pub async fn identify(&self) -> Result<DeviceIdentity, DeviceError> {
+        let sys = self.read_sys().await?;
+        let name = parse_name(&self.get("/sys/name").await?.body)?;
+        let model = parse_model(&self.get("/tstat/model").await?.body)?;
+        let profile = ModelProfile::from_model(&model);
+        Ok(DeviceIdentity {
+            sys,
+            name,
+            model,
+            profile,
+        })
+    }
+
+    /// Sends `POST /tstat` with a JSON object of the fields to change. The device's
+    /// "success" is not proof that it applied them: callers read the state back.
+    pub async fn write_state(&self, fields: &serde_json::Value) -> Result<(), DeviceError> {
+        let body = serde_json::to_vec(fields)
+            .map_err(|error| DeviceError::Protocol(format!("cannot encode request: {error}")))?;
+        let reply = self.request("POST", "/tstat", Some(body)).await?;
+        parse_post_reply(&reply.body).map_err(DeviceError::Reported)
+    }
+
+    async fn get(&self, path: &str) -> Result<HttpReply, DeviceError> {
+        self.request("GET", path, None).await
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<HttpReply, DeviceError> {
+        // Holding this lock across the exchange is what keeps requests from overlapping.
+        let mut last_end = self.last_request_end.lock().await;
+        if let Some(wait) = remaining_gap(*last_end, Instant::now(), self.options.min_request_gap) {
+            Timer::after(wait).await;
+        }
+
+        let address = self.address().socket_addr();
+        let result = exchange(address, method, path, body, self.options.request_timeout).await;
+        *last_end = Some(Instant::now());
+
+        let reply = result?;
+        if reply.status != 200 {
+            return Err(DeviceError::Status(reply.status));
+        }
+        Ok(reply)
+    }
+}
+
+/// Returns how long to wait before the next request may start, if at all.
+fn remaining_gap(last_end: Option<Instant>, now: Instant, gap: Duration) -> Option<Duration> {
+    let earliest = last_end? + gap;
+    earliest
+        .checked_duration_since(now)
+        .filter(|wait| !wait.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_wait_before_first_request() {
+        assert_eq!(
+            remaining_gap(None, Instant::now(), Duration::from_secs(1)),
+            None
+        );
+    }
+
+    #[test]
+    fn waits_out_the_rest_of_the_gap() {
+        let end = Instant::now();
+        let now = end + Duration::from_millis(300);
+        assert_eq!(
+            remaining_gap(Some(end), now, Duration::from_secs(1)),
+            Some(Duration::from_millis(700))
+        );
+    }
+
+    #[test]
+    fn no_wait_once_the_gap_has_passed() {
+        let end = Instant::now();
+        let now = end + Duration::from_secs(2);
+        assert_eq!(remaining_gap(Some(end), now, Duration::from_secs(1)), None);
+    }
+}
