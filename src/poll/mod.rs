@@ -1,0 +1,14 @@
+//! Polling: one task per thermostat reads `/tstat` on its own schedule, turns the answer
+//! into a reading, detects state changes and hands readings to the store without ever
+//! waiting on the database.
+//!
+//! The decisions live in [`schedule`] and [`change`] as plain functions; [`task`] and
+//! [`registry`] are the thin async shell around them.
+
+pub mod change;
+pub mod registry;
+pub mod schedule;
+pub mod task;
+
+pub use registry::Registry;
+pub use task::{PollContext, ReadingSink};

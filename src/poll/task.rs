@@ -1,0 +1,191 @@
+//! The polling task of one thermostat: wait for the schedule, read `/tstat` through the
+//! thermostat's `DeviceLink`, hand the result to the sink, repeat until shutdown.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_io::Timer;
+use futures_lite::future;
+
+use super::change::{ChangeType, detect_change, merge_known};
+use super::schedule::{Outcome, PollSchedule, ScheduleOptions, Transition};
+use crate::clock::Clock;
+use crate::device::{DeviceError, DeviceLink, FieldNote, NoteKind, TstatReply};
+use crate::health::Health;
+use crate::reading::{PollFailure, Reading, ThermostatState};
+use crate::shutdown::Shutdown;
+use crate::thermostat::ThermostatId;
+
+/// Where readings go. The store implements it with a non-blocking queue; it must never
+/// wait on the database.
+pub trait ReadingSink: Send + Sync {
+    fn submit_reading(&self, reading: Reading);
+    fn submit_failure(&self, failure: PollFailure);
+}
+
+/// What every polling task shares.
+pub struct PollContext {
+    pub sink: Arc<dyn ReadingSink>,
+    pub health: Arc<Health>,
+    pub clock: Arc<dyn Clock>,
+    pub schedule: ScheduleOptions,
+    pub shutdown: Shutdown,
+}
+
+/// Polls one thermostat until shutdown. The first poll is due at `first_due`.
+pub async fn poll_thermostat(
+    id: ThermostatId,
+    link: Arc<DeviceLink>,
+    first_due: Instant,
+    context: Arc<PollContext>,
+) {
+    let mut poller = Poller {
+        id,
+        schedule: PollSchedule::new(context.schedule, first_due),
+        baseline: None,
+        warned_fields: HashSet::new(),
+        context,
+    };
+
+    while poller.wait_until_due().await {
+        let started = Instant::now();
+        let result = future::or(link.read_state(), async {
+            poller.context.shutdown.wait().await;
+            Err(DeviceError::Protocol("daemon is shutting down".into()))
+        })
+        .await;
+        if poller.context.shutdown.is_triggered() {
+            break;
+        }
+
+        let outcome = match result {
+            Ok(reply) => poller.handle_reply(reply),
+            Err(error) => poller.handle_failure(&link, &error),
+        };
+        let transition = poller.schedule.record(started, Instant::now(), outcome);
+        poller.log_transition(&link, transition);
+    }
+    log::debug!("thermostat {}: polling stopped", poller.id);
+}
+
+struct Poller {
+    id: ThermostatId,
+    schedule: PollSchedule,
+    /// The last known value of every field, for change detection.
+    baseline: Option<ThermostatState>,
+    /// Fields already reported at warn level, so a unit that always sends one bad field
+    /// does not fill the log.
+    warned_fields: HashSet<&'static str>,
+    context: Arc<PollContext>,
+}
+
+impl Poller {
+    /// Sleeps until the next poll is due. Returns false when the daemon shuts down.
+    async fn wait_until_due(&self) -> bool {
+        let due = self.schedule.next_due();
+        let sleep = async {
+            Timer::at(due).await;
+            true
+        };
+        let stop = async {
+            self.context.shutdown.wait().await;
+            false
+        };
+        future::or(stop, sleep).await
+    }
+
+    fn handle_reply(&mut self, reply: TstatReply) -> Outcome {
+        let now = self.context.clock.now();
+        for note in &reply.notes {
+            self.log_note(note);
+        }
+
+        if let Some(change) = detect_change(self.baseline.as_ref(), &reply.state) {
+            let level = match change.change_type {
+                ChangeType::Temperature | ChangeType::HvacState => log::Level::Debug,
+                _ => log::Level::Info,
+            };
+            log::log!(
+                level,
+                "thermostat {}: {} change ({})",
+                self.id,
+                change.change_type.as_str(),
+                change.fields.join(", ")
+            );
+        }
+        self.baseline = Some(merge_known(self.baseline.as_ref(), &reply.state));
+
+        self.context.sink.submit_reading(Reading {
+            thermostat_id: self.id.clone(),
+            ts: now,
+            state: reply.state,
+            local_temp: None,
+        });
+        self.context.health.record_poll_success(now.as_second());
+        Outcome::Success
+    }
+
+    fn handle_failure(&mut self, link: &DeviceLink, error: &DeviceError) -> Outcome {
+        let failures = self.schedule.consecutive_failures() + 1;
+        let level = if failures == 1 {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
+            "thermostat {} at {}: poll failed: {error} ({failures} in a row)",
+            self.id,
+            link.address()
+        );
+
+        self.context.sink.submit_failure(PollFailure {
+            thermostat_id: self.id.clone(),
+            ts: self.context.clock.now(),
+            kind: error.kind(),
+        });
+        Outcome::Failure
+    }
+
+    fn log_note(&mut self, note: &FieldNote) {
+        let first_time = self.warned_fields.insert(note.field);
+        let (level, what) = match note.kind {
+            NoteKind::NegativeOne => (
+                log::Level::Debug,
+                "-1 (read error on the device)".to_string(),
+            ),
+            NoteKind::OutOfRange(value) => (log::Level::Warn, format!("implausible value {value}")),
+            NoteKind::WrongType => (log::Level::Warn, "a value that is not a number".to_string()),
+        };
+        let level = if first_time { level } else { log::Level::Debug };
+        log::log!(
+            level,
+            "thermostat {}: {} dropped from the reading: {what}",
+            self.id,
+            note.field
+        );
+    }
+
+    fn log_transition(&self, link: &DeviceLink, transition: Transition) {
+        if transition.went_offline {
+            log::warn!(
+                "thermostat {} at {}: offline after {} failed polls in a row; retrying every {} s",
+                self.id,
+                link.address(),
+                self.schedule.consecutive_failures(),
+                self.schedule.delay().as_secs()
+            );
+        }
+        if transition.came_online {
+            log::info!("thermostat {} at {}: back online", self.id, link.address());
+        }
+        if transition.skipped_ticks > 0 {
+            log::debug!(
+                "thermostat {}: {} poll tick(s) skipped while waiting for the device",
+                self.id,
+                transition.skipped_ticks
+            );
+        }
+    }
+}
