@@ -15,6 +15,7 @@
 //! ARCHITECTURE.md describes how the parts talk and the rules they keep.
 
 pub mod api;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;

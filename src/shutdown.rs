@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use async_io::Timer;
 use event_listener::Event;
+use futures_lite::future;
 
 /// Cloneable handle to one shutdown signal.
 #[derive(Clone, Default)]
@@ -46,6 +49,24 @@ impl Shutdown {
             }
             listener.await;
         }
+    }
+
+    /// Sleeps until `deadline`. Returns false, early, when the shutdown starts first.
+    pub async fn sleep_until(&self, deadline: Instant) -> bool {
+        let sleep = async {
+            Timer::at(deadline).await;
+            true
+        };
+        let stop = async {
+            self.wait().await;
+            false
+        };
+        future::or(stop, sleep).await
+    }
+
+    /// Sleeps for `duration`. Returns false, early, when the shutdown starts first.
+    pub async fn sleep(&self, duration: Duration) -> bool {
+        self.sleep_until(Instant::now() + duration).await
     }
 }
 

@@ -8,7 +8,9 @@
 pub mod change;
 pub mod registry;
 pub mod schedule;
+pub mod status;
 pub mod task;
 
 pub use registry::Registry;
-pub use task::{PollContext, ReadingSink};
+pub use status::{StatusBoard, ThermostatStatus};
+pub use task::{PollContext, ReadingSink, poll_thermostat};

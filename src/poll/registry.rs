@@ -3,7 +3,7 @@
 //! second poller.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::task::{PollContext, poll_thermostat};
@@ -16,7 +16,9 @@ const SPREAD_STEP: f64 = 0.618_033_988_75;
 
 /// The polled thermostats.
 pub struct Registry {
-    executor: Arc<smol::Executor<'static>>,
+    /// Weak, because the tasks on the executor hold the registry: a strong reference
+    /// would keep the executor alive after shutdown.
+    executor: Weak<smol::Executor<'static>>,
     context: Arc<PollContext>,
     link_options: LinkOptions,
     links: Mutex<HashMap<ThermostatId, Arc<DeviceLink>>>,
@@ -24,7 +26,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(
-        executor: Arc<smol::Executor<'static>>,
+        executor: Weak<smol::Executor<'static>>,
         context: Arc<PollContext>,
         link_options: LinkOptions,
     ) -> Self {
@@ -93,8 +95,21 @@ impl Registry {
             self.context.schedule.interval.as_secs_f32()
         );
         let task = poll_thermostat(id.clone(), link.clone(), first_due, self.context.clone());
-        self.executor.spawn(task).detach();
+        match self.executor.upgrade() {
+            Some(executor) => executor.spawn(task).detach(),
+            None => log::debug!("thermostat {id}: not polled, the daemon is stopping"),
+        }
         link
+    }
+
+    /// Runs `task` on the daemon's executor; does nothing once the daemon is stopping.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if let Some(executor) = self.executor.upgrade() {
+            executor.spawn(task).detach();
+        }
     }
 
     fn spread_offset(&self, index: usize) -> Duration {

@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_io::Timer;
 use futures_lite::future;
 
 use super::change::{ChangeType, detect_change, merge_known};
 use super::schedule::{Outcome, PollSchedule, ScheduleOptions, Transition};
+use super::status::StatusBoard;
 use crate::clock::Clock;
 use crate::device::{DeviceError, DeviceLink, FieldNote, NoteKind, TstatReply};
 use crate::health::Health;
@@ -30,6 +30,7 @@ pub struct PollContext {
     pub health: Arc<Health>,
     pub clock: Arc<dyn Clock>,
     pub schedule: ScheduleOptions,
+    pub status: Arc<StatusBoard>,
     pub shutdown: Shutdown,
 }
 
@@ -59,11 +60,12 @@ pub async fn poll_thermostat(
             break;
         }
 
-        let outcome = match result {
-            Ok(reply) => poller.handle_reply(reply),
-            Err(error) => poller.handle_failure(&link, &error),
+        let (outcome, error_text) = match result {
+            Ok(reply) => (poller.handle_reply(reply), None),
+            Err(error) => (poller.handle_failure(&link, &error), Some(error.to_string())),
         };
         let transition = poller.schedule.record(started, Instant::now(), outcome);
+        poller.publish_status(outcome, transition, error_text);
         poller.log_transition(&link, transition);
     }
     log::debug!("thermostat {}: polling stopped", poller.id);
@@ -83,16 +85,7 @@ struct Poller {
 impl Poller {
     /// Sleeps until the next poll is due. Returns false when the daemon shuts down.
     async fn wait_until_due(&self) -> bool {
-        let due = self.schedule.next_due();
-        let sleep = async {
-            Timer::at(due).await;
-            true
-        };
-        let stop = async {
-            self.context.shutdown.wait().await;
-            false
-        };
-        future::or(stop, sleep).await
+        self.context.shutdown.sleep_until(self.schedule.next_due()).await
     }
 
     fn handle_reply(&mut self, reply: TstatReply) -> Outcome {
@@ -146,6 +139,25 @@ impl Poller {
             kind: error.kind(),
         });
         Outcome::Failure
+    }
+
+    fn publish_status(&self, outcome: Outcome, transition: Transition, error: Option<String>) {
+        let online = self.schedule.is_online();
+        let failures_in_a_row = self.schedule.consecutive_failures();
+        let now = self.context.clock.now();
+        self.context.status.update(&self.id, |status| {
+            status.online = online;
+            status.consecutive_failures = failures_in_a_row;
+            status.polls += 1;
+            status.offline_transitions += u64::from(transition.went_offline);
+            match outcome {
+                Outcome::Success => status.last_success = Some(now),
+                Outcome::Failure => {
+                    status.failures += 1;
+                    status.last_error = error;
+                }
+            }
+        });
     }
 
     fn log_note(&mut self, note: &FieldNote) {

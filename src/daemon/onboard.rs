@@ -1,0 +1,144 @@
+//! Start-up onboarding: poll every active thermostat the database knows, and probe each
+//! static address from the config that no known thermostat has, registering what
+//! answers by its uuid.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+
+use crate::device::{DeviceError, DeviceIdentity, DeviceLink, LinkOptions};
+use crate::poll::Registry;
+use crate::shutdown::Shutdown;
+use crate::store::StoreHandle;
+use crate::thermostat::{DeviceAddress, ThermostatRecord};
+
+/// Wait between attempts to load the thermostat list while PostgreSQL is away.
+const DATABASE_RETRY: Duration = Duration::from_secs(2);
+
+/// First and longest wait between probes of a static address that does not answer.
+const PROBE_RETRY_FIRST: Duration = Duration::from_secs(10);
+const PROBE_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Starts polling the known thermostats, then onboards the static addresses.
+pub async fn start_polling(
+    store: StoreHandle,
+    registry: Arc<Registry>,
+    addresses: Vec<DeviceAddress>,
+    link_options: LinkOptions,
+    shutdown: Shutdown,
+) {
+    let Some(known) = load_known(&store, &shutdown).await else {
+        return;
+    };
+    log::info!("{} active thermostat(s) in the database", known.len());
+    for record in &known {
+        registry.ensure_polling(&record.id, record.address, None);
+    }
+
+    for address in addresses {
+        if registry.id_at(address).is_some() {
+            continue;
+        }
+        let task = onboard_address(address, store.clone(), registry.clone(), link_options, shutdown.clone());
+        registry.spawn(task);
+    }
+}
+
+/// Loads the active thermostats, retrying until PostgreSQL answers. Returns `None` when
+/// the daemon stops first.
+async fn load_known(store: &StoreHandle, shutdown: &Shutdown) -> Option<Vec<ThermostatRecord>> {
+    let mut attempts = 0u32;
+    loop {
+        match store.load_thermostats().await {
+            Ok(records) => return Some(records),
+            Err(error) => {
+                attempts += 1;
+                if attempts == 1 {
+                    log::warn!("cannot load the thermostat list, retrying every {} s: {error}", DATABASE_RETRY.as_secs());
+                } else {
+                    log::debug!("cannot load the thermostat list (attempt {attempts}): {error}");
+                }
+            }
+        }
+        if !shutdown.sleep(DATABASE_RETRY).await {
+            return None;
+        }
+    }
+}
+
+/// Probes `address` until a thermostat answers, then registers and polls it.
+async fn onboard_address(
+    address: DeviceAddress,
+    store: StoreHandle,
+    registry: Arc<Registry>,
+    link_options: LinkOptions,
+    shutdown: Shutdown,
+) {
+    let link = Arc::new(DeviceLink::new(address, link_options));
+    let mut delay = PROBE_RETRY_FIRST;
+    let mut attempts = 0u32;
+
+    loop {
+        attempts += 1;
+        match identify(&link, &shutdown).await {
+            Some(Ok(identity)) => {
+                let record = static_record(address, identity);
+                match store.upsert_thermostat(record).await {
+                    Ok(stored) => {
+                        log::info!(
+                            "registered thermostat {} ({}, \"{}\") at {address}",
+                            stored.id,
+                            stored.model,
+                            stored.name
+                        );
+                        registry.ensure_polling(&stored.id, address, Some(link));
+                        return;
+                    }
+                    Err(error) => log::warn!("thermostat at {address}: cannot register it: {error}"),
+                }
+            }
+            Some(Err(error)) => {
+                let level = if attempts == 1 { log::Level::Warn } else { log::Level::Debug };
+                log::log!(
+                    level,
+                    "address {address}: no thermostat identified ({error}); retrying in {} s",
+                    delay.as_secs()
+                );
+            }
+            None => return,
+        }
+
+        if !shutdown.sleep(delay).await {
+            return;
+        }
+        delay = (delay * 2).min(PROBE_RETRY_MAX);
+    }
+}
+
+/// Reads the identity endpoints, or returns `None` when the daemon stops first.
+async fn identify(link: &DeviceLink, shutdown: &Shutdown) -> Option<Result<DeviceIdentity, DeviceError>> {
+    let probe = async { Some(link.identify().await) };
+    let stop = async {
+        shutdown.wait().await;
+        None
+    };
+    future::or(stop, probe).await
+}
+
+fn static_record(address: DeviceAddress, identity: DeviceIdentity) -> ThermostatRecord {
+    ThermostatRecord {
+        id: identity.sys.uuid,
+        address,
+        name: identity.name,
+        model: identity.model,
+        api_version: identity.sys.api_version,
+        fw_version: identity.sys.fw_version,
+        capabilities: identity.profile.capabilities(),
+        discovery_method: "static".to_string(),
+        active: true,
+        away_temp: None,
+        last_seen: None,
+        first_seen: None,
+    }
+}
