@@ -152,18 +152,23 @@ impl<'a> Section<'a> {
         }
     }
 
-    /// Reads an array of strings. Elements of another type are reported one by one, with
-    /// the index in the key (`thermostats.addresses[2]`), and left out of the result.
+    /// Reads an array of strings. `example` is one element written as TOML, for the
+    /// messages. Elements of another type are reported one by one, with the index in the
+    /// key (`thermostats.addresses[2]`), and left out of the result, which pairs each
+    /// string with its index.
     pub(super) fn string_list(
         &mut self,
         key: &'static str,
-        expected: &str,
+        example: &str,
     ) -> Field<Vec<(usize, String)>> {
         let items = match self.value(key) {
             None => return Field::Absent,
             Some(Value::Array(items)) => items,
             Some(other) => {
-                let message = format!("expected an array of {expected}, found {}", describe(other));
+                let message = format!(
+                    "expected an array of strings such as [{example}], found {}",
+                    describe(other)
+                );
                 self.report(key, message);
                 return Field::Invalid;
             }
@@ -174,7 +179,10 @@ impl<'a> Section<'a> {
             match item {
                 Value::String(text) => strings.push((index, text.clone())),
                 other => {
-                    let message = format!("expected {expected}, found {}", describe(other));
+                    let message = format!(
+                        "expected a string such as {example}, found {}",
+                        describe(other)
+                    );
                     self.report(&format!("{key}[{index}]"), message);
                 }
             }
@@ -280,24 +288,37 @@ pub(super) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str>
     })
 }
 
-/// Levenshtein distance over characters.
+/// Edit distance over characters, counting an insertion, a deletion, a substitution or a
+/// swap of two neighbouring characters as one edit (optimal string alignment distance).
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
 
-    for (i, a_char) in a.chars().enumerate() {
-        let mut current = Vec::with_capacity(b.len() + 1);
-        current.push(i + 1);
-        for (j, b_char) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(a_char != *b_char);
-            let deletion = previous[j + 1] + 1;
-            let insertion = current[j] + 1;
-            current.push(substitution.min(deletion).min(insertion));
-        }
-        previous = current;
+    // distances[i][j] is the distance between the first i characters of a and the
+    // first j characters of b.
+    let mut distances = vec![vec![0; b.len() + 1]; a.len() + 1];
+    for (i, row) in distances.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in distances[0].iter_mut().enumerate() {
+        *cell = j;
     }
 
-    previous[b.len()]
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let substitution = distances[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let deletion = distances[i - 1][j] + 1;
+            let insertion = distances[i][j - 1] + 1;
+            let mut best = substitution.min(deletion).min(insertion);
+
+            let swapped = i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1];
+            if swapped {
+                best = best.min(distances[i - 2][j - 2] + 1);
+            }
+            distances[i][j] = best;
+        }
+    }
+    distances[a.len()][b.len()]
 }
 
 /// Describes a TOML value for a message: its type and a short rendering of it.
@@ -344,7 +365,8 @@ mod tests {
     fn edit_distance_counts_single_edits() {
         assert_eq!(edit_distance("interval", "interval"), 0);
         assert_eq!(edit_distance("intervall", "interval"), 1);
-        assert_eq!(edit_distance("levle", "level"), 2);
+        assert_eq!(edit_distance("levle", "level"), 1);
+        assert_eq!(edit_distance("nmae", "name"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
     }
 

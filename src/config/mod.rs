@@ -1,9 +1,9 @@
 //! The site configuration: one TOML file per site, plus secrets from the environment or
 //! an environment file.
 //!
-//! [`load`] and [`parse`] walk the file key by key and report every problem in one pass
-//! (missing required keys, wrong types, values out of range, unknown keys), each with its
-//! dotted key, so that `thermostat-server check-config FILE` can list them all at once.
+//! [`load`] and [`parse`] walk the file key by key and report every problem in one pass:
+//! missing required keys, wrong types, values out of range and unknown keys. Each problem
+//! carries its dotted key, so `thermostat-server check-config FILE` lists them all at once.
 //! `board/config.template.toml` documents every key.
 
 mod check;
@@ -217,7 +217,7 @@ pub struct Problem {
     /// Dotted key, for example `polling.interval_seconds`, or `thermostats.addresses[2]`
     /// for an array element. Empty for a problem with the whole file.
     pub key: String,
-    /// What was found and the expected form.
+    /// Message stating the value found and the expected form.
     pub message: String,
 }
 
@@ -295,7 +295,7 @@ pub fn load_with_env(
     load_text(path, &text, env)
 }
 
-/// Validates `text`, read from `path`, and warns when the file holds a password that
+/// Validates `text`, read from `path`, and warns when the file contains a password that
 /// group or others can read.
 fn load_text(
     path: &Path,

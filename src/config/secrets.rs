@@ -26,8 +26,8 @@ const SECRET_VARS: [&str; 4] = [
 
 const ENV_FILE_KEY: &str = "secrets.env_file";
 
-/// A secret value. Debug and Display print `<redacted>`; [`Secret::expose`] returns the
-/// value for the one place that sends it.
+/// A secret value. Debug and Display print `<redacted>`, and [`Secret::expose`] returns
+/// the value where it must be sent.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -235,8 +235,8 @@ fn unquote(value: &str) -> Result<String, &'static str> {
     Err(UNTERMINATED)
 }
 
-/// Returns a warning when the file at `path` is readable by group or others. `key` is the
-/// config key the warning is filed under.
+/// Returns a warning when the file at `path` is readable by group or others. Call it only
+/// for a file that contains secrets. `key` is the config key the warning is filed under.
 pub(super) fn check_private(path: &Path, key: &str) -> Option<Problem> {
     use std::os::unix::fs::PermissionsExt;
 

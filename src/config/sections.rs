@@ -49,7 +49,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
 ];
 
 /// Below this request timeout the slowest known units time out: a CT80 v2.34T takes
-/// about 16 seconds to answer `GET /tstat`.
+/// about 16 seconds to respond to `GET /tstat`.
 const SLOW_UNIT_TIMEOUT_SECONDS: u64 = 20;
 
 const SITE_ID_FORM: &str = "a site id of 1 to 64 characters from a-z, 0-9, '_' and '-', \
@@ -113,8 +113,8 @@ pub(super) fn parse_in(
     }
 }
 
-/// Reads every section. Where a value was rejected the default stands in, so the
-/// returned config is only meaningful when `report` holds no problems.
+/// Reads every section. A rejected value is replaced by its default, so the returned
+/// config is only meaningful when `report` contains no problems.
 fn read_config(
     root: &Table,
     env: &dyn Fn(&str) -> Option<String>,
@@ -356,8 +356,8 @@ fn read_polling(root: &Table, report: &mut Report) -> PollingConfig {
         report.warnings.push(Problem::new(
             section.path("request_timeout_seconds"),
             format!(
-                "{timeout} seconds is below {SLOW_UNIT_TIMEOUT_SECONDS}; slow units such as the \
-                 CT80 take about 16 seconds to answer and would be counted as failures"
+                "{timeout} seconds is below {SLOW_UNIT_TIMEOUT_SECONDS}; some units, such as the \
+                 CT80 v2.34T, take about 16 seconds to answer and would be counted as failures"
             ),
         ));
     }
@@ -376,7 +376,7 @@ fn read_polling(root: &Table, report: &mut Report) -> PollingConfig {
 fn read_thermostats(root: &Table, report: &mut Report) -> ThermostatsConfig {
     let mut section = Section::open(root, "thermostats", THERMOSTATS_KEYS, &mut report.problems);
 
-    let entries = match section.string_list("addresses", "address strings such as \"10.0.60.21\"") {
+    let entries = match section.string_list("addresses", "\"10.0.60.21\"") {
         Field::Valid(entries) => entries,
         _ => Vec::new(),
     };
@@ -455,11 +455,10 @@ fn read_api(root: &Table, report: &mut Report) -> ApiConfig {
         Field::Invalid => None,
     };
 
-    let allowed_hosts =
-        match section.string_list("allowed_hosts", "host names such as \"thermostat.local\"") {
-            Field::Valid(entries) => read_allowed_hosts(&mut section, entries),
-            _ => Vec::new(),
-        };
+    let allowed_hosts = match section.string_list("allowed_hosts", "\"thermostat.local\"") {
+        Field::Valid(entries) => read_allowed_hosts(&mut section, entries),
+        _ => Vec::new(),
+    };
 
     section.finish(SECTIONS);
 
