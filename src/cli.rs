@@ -103,7 +103,7 @@ fn run_command(args: Vec<OsString>) -> i32 {
     let loaded = match config::load(&path) {
         Ok(loaded) => loaded,
         Err(errors) => {
-            for problem in errors.problems() {
+            for problem in &errors.problems {
                 eprintln!("{}: {problem}", path.display());
             }
             return EXIT_CONFIG;
