@@ -195,7 +195,7 @@ pub(crate) fn from_sql_time(ts: SystemTime) -> Result<jiff::Timestamp, StoreErro
         .map_err(|error| StoreError::InvalidRow(format!("timestamp out of range: {error}")))
 }
 
-/// What one flush wrote, returned by [`StoreHandle::flush`].
+/// Counts from one flush, returned by [`StoreHandle::flush`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlushReport {
     pub readings_written: u64,
@@ -206,7 +206,7 @@ pub struct FlushReport {
     pub still_buffered: usize,
 }
 
-/// What [`Store::shutdown`] managed to do.
+/// Outcome of [`Store::shutdown`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Readings written over the store's lifetime.
@@ -242,7 +242,7 @@ enum Request {
     },
 }
 
-/// The running store. Dropping it without [`Store::shutdown`] asks the thread to stop
+/// The running store. Dropping it without [`Store::shutdown`] sends the thread a stop request
 /// with a 1 s flush deadline and does not wait for it.
 pub struct Store {
     handle: StoreHandle,

@@ -550,6 +550,9 @@ impl Worker {
 
     /// Rolls up every closed minute, in chunks, each in its own transaction with the
     /// checkpoint. Returns the number of minute rows written.
+    ///
+    /// NOTE: a sample that arrives more than `rollup_grace` late for a minute already
+    /// rolled up is stored in raw_readings but does not change that minute's row.
     fn roll_up_closed_minutes(&mut self) -> Result<u64, StoreError> {
         let grace = self.options.rollup_grace;
         let oldest_unwritten = self.buffer.oldest_ts();
