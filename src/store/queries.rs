@@ -1,0 +1,367 @@
+//! Statements other than the batch write: thermostat rows, the store's checkpoints, the
+//! minute rollup and retention deletes. Runs only on the store thread.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use jiff::{SignedDuration, Timestamp};
+use postgres::{Client, GenericClient, Row};
+
+use super::{StoreError, from_sql_time, sql_time};
+use crate::reading::{Tmode, Tstate};
+use crate::rollup::{
+    MinuteRange, MinuteRow, MinuteSample, RollupProgress, minute_start, summarize_minute,
+};
+use crate::thermostat::{DeviceAddress, ThermostatId, ThermostatRecord};
+
+/// `maintenance_state` row with the start of the last rolled-up minute.
+const ROLLUP_CHECKPOINT: &str = "rollup";
+/// `maintenance_state` row with the time of the last finished retention run.
+const RETENTION_CHECKPOINT: &str = "retention";
+
+const THERMOSTAT_COLUMNS: &str = "thermostat_id, ip_address, name, model, api_version, fw_version, \
+                                  capabilities::text, discovery_method, active, away_temp, last_seen, first_seen";
+
+/// Inserts or updates a thermostat and returns the stored row. An existing row keeps its
+/// `away_temp` (set by the public server) and `first_seen`; `last_seen` only moves forward.
+pub fn upsert_thermostat(
+    client: &mut Client,
+    record: &ThermostatRecord,
+    now: Timestamp,
+) -> Result<ThermostatRecord, StoreError> {
+    let capabilities = serde_json::to_string(&record.capabilities).map_err(|error| {
+        StoreError::Query(format!("encoding capabilities of {}: {error}", record.id))
+    })?;
+    let first_seen = sql_time(record.first_seen.unwrap_or(now));
+    let last_seen = record.last_seen.map(sql_time);
+    let address = record.address.to_string();
+
+    let sql = format!(
+        "INSERT INTO thermostats (thermostat_id, ip_address, name, model, api_version, fw_version,
+                                  capabilities, discovery_method, active, away_temp, last_seen,
+                                  first_seen, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, $12, now())
+         ON CONFLICT (thermostat_id) DO UPDATE SET
+             ip_address = EXCLUDED.ip_address, name = EXCLUDED.name, model = EXCLUDED.model,
+             api_version = EXCLUDED.api_version, fw_version = EXCLUDED.fw_version,
+             capabilities = EXCLUDED.capabilities, discovery_method = EXCLUDED.discovery_method,
+             active = EXCLUDED.active,
+             last_seen = GREATEST(thermostats.last_seen, EXCLUDED.last_seen),
+             updated_at = now()
+         RETURNING {THERMOSTAT_COLUMNS}"
+    );
+    let row = client
+        .query_one(
+            &sql,
+            &[
+                &record.id.as_str(),
+                &address,
+                &record.name,
+                &record.model,
+                &record.api_version,
+                &record.fw_version,
+                &capabilities,
+                &record.discovery_method,
+                &record.active,
+                &record.away_temp,
+                &last_seen,
+                &first_seen,
+            ],
+        )
+        .map_err(|error| {
+            StoreError::from_postgres(&format!("upserting thermostat {}", record.id), &error)
+        })?;
+    thermostat_from_row(&row)
+}
+
+/// Loads the active thermostats. A row whose id or address cannot be parsed is logged
+/// and left out, so one bad row does not hide the others.
+pub fn load_active_thermostats(client: &mut Client) -> Result<Vec<ThermostatRecord>, StoreError> {
+    let sql =
+        format!("SELECT {THERMOSTAT_COLUMNS} FROM thermostats WHERE active ORDER BY thermostat_id");
+    let rows = client
+        .query(&sql, &[])
+        .map_err(|error| StoreError::from_postgres("loading active thermostats", &error))?;
+
+    let mut records = Vec::with_capacity(rows.len());
+    for row in &rows {
+        match thermostat_from_row(row) {
+            Ok(record) => records.push(record),
+            Err(error) => log::warn!("skipping a stored thermostat: {error}"),
+        }
+    }
+    Ok(records)
+}
+
+fn thermostat_from_row(row: &Row) -> Result<ThermostatRecord, StoreError> {
+    let id_text: String = row.get(0);
+    let id =
+        ThermostatId::parse(&id_text).map_err(|error| StoreError::InvalidRow(error.to_string()))?;
+    let address_text: String = row.get(1);
+    let address: DeviceAddress = address_text
+        .parse()
+        .map_err(|error| StoreError::InvalidRow(format!("thermostat {id}: {error}")))?;
+    let capabilities_text: String = row.get(6);
+    let capabilities: Vec<String> = serde_json::from_str(&capabilities_text).map_err(|error| {
+        StoreError::InvalidRow(format!(
+            "thermostat {id}: invalid capabilities {capabilities_text:?}: {error}"
+        ))
+    })?;
+    let last_seen: Option<SystemTime> = row.get(10);
+    let first_seen: SystemTime = row.get(11);
+
+    Ok(ThermostatRecord {
+        id,
+        address,
+        name: row.get(2),
+        model: row.get(3),
+        api_version: row.get(4),
+        fw_version: row.get(5),
+        capabilities,
+        discovery_method: row.get(7),
+        active: row.get(8),
+        away_temp: row.get(9),
+        last_seen: last_seen.map(from_sql_time).transpose()?,
+        first_seen: Some(from_sql_time(first_seen)?),
+    })
+}
+
+/// Reads a `maintenance_state` checkpoint.
+fn read_checkpoint(
+    client: &mut impl GenericClient,
+    name: &str,
+) -> Result<Option<Timestamp>, postgres::Error> {
+    let row = client.query_opt("SELECT ts FROM maintenance_state WHERE name = $1", &[&name])?;
+    let ts: Option<SystemTime> = row.map(|row| row.get(0));
+    Ok(ts.and_then(|ts| from_sql_time(ts).ok()))
+}
+
+fn write_checkpoint(
+    client: &mut impl GenericClient,
+    name: &str,
+    ts: Timestamp,
+) -> Result<u64, postgres::Error> {
+    client.execute(
+        "INSERT INTO maintenance_state (name, ts, updated_at) VALUES ($1, $2, now())
+         ON CONFLICT (name) DO UPDATE SET ts = EXCLUDED.ts, updated_at = now()",
+        &[&name, &sql_time(ts)],
+    )
+}
+
+/// Reads how far the rollup has got. Without a checkpoint it finds the oldest stored
+/// reading or failure, which scans the tables once, on the first start only.
+pub fn rollup_progress(client: &mut Client) -> Result<RollupProgress, postgres::Error> {
+    if let Some(last) = read_checkpoint(client, ROLLUP_CHECKPOINT)? {
+        return Ok(RollupProgress::RolledThrough(last));
+    }
+    let oldest = oldest_data_since(client, None)?;
+    Ok(RollupProgress::NotStarted {
+        oldest_data: oldest,
+    })
+}
+
+/// Returns the oldest reading or failure timestamp at or after `since` (any when `None`).
+fn oldest_data_since(
+    client: &mut impl GenericClient,
+    since: Option<Timestamp>,
+) -> Result<Option<Timestamp>, postgres::Error> {
+    let since = sql_time(since.unwrap_or(Timestamp::UNIX_EPOCH));
+    let row = client.query_one(
+        "SELECT least((SELECT min(ts) FROM raw_readings WHERE ts >= $1),
+                      (SELECT min(ts) FROM poll_failures WHERE ts >= $1))",
+        &[&since],
+    )?;
+    let ts: Option<SystemTime> = row.get(0);
+    Ok(ts.and_then(|ts| from_sql_time(ts).ok()))
+}
+
+/// Rolls up every minute of `chunk` in one transaction and advances the checkpoint in
+/// the same transaction, so a crash leaves neither a gap nor a duplicate. Returns the
+/// number of minute rows written and the new checkpoint.
+///
+/// When the chunk holds no data, the checkpoint jumps ahead to the minute before the
+/// next stored data, but never past `closed_end` (the end of all closed minutes), so a
+/// long idle stretch costs one query instead of one per hour.
+pub fn roll_up(
+    client: &mut Client,
+    chunk: MinuteRange,
+    closed_end: Timestamp,
+) -> Result<(usize, Timestamp), postgres::Error> {
+    let mut transaction = client.transaction()?;
+    let first = sql_time(chunk.first);
+    let end = sql_time(chunk.end);
+
+    let readings = transaction.query(
+        "SELECT thermostat_id, ts, temp, t_heat, t_cool, tmode, tstate, local_temp
+         FROM raw_readings WHERE ts >= $1 AND ts < $2",
+        &[&first, &end],
+    )?;
+    let failures = transaction.query(
+        "SELECT thermostat_id, ts FROM poll_failures WHERE ts >= $1 AND ts < $2",
+        &[&first, &end],
+    )?;
+
+    let rows = summarize_rows(&readings, &failures);
+    insert_minute_rows(&mut transaction, &rows)?;
+
+    let mut next_first = chunk.end;
+    if rows.is_empty() {
+        let next_data = oldest_data_since(&mut transaction, Some(chunk.end))?.map(minute_start);
+        next_first = next_data
+            .unwrap_or(closed_end)
+            .max(chunk.end)
+            .min(closed_end);
+    }
+    let checkpoint = next_first
+        .checked_sub(SignedDuration::from_secs(60))
+        .unwrap_or(chunk.first);
+    write_checkpoint(&mut transaction, ROLLUP_CHECKPOINT, checkpoint)?;
+    transaction.commit()?;
+    Ok((rows.len(), checkpoint))
+}
+
+/// Groups raw rows by thermostat and minute and summarizes each group.
+fn summarize_rows(readings: &[Row], failures: &[Row]) -> Vec<(String, MinuteRow)> {
+    let mut groups: BTreeMap<(String, Timestamp), (Vec<MinuteSample>, u32)> = BTreeMap::new();
+    for row in readings {
+        let Some(sample) = sample_from_row(row) else {
+            continue;
+        };
+        let key = (row.get::<_, String>(0), minute_start(sample.ts));
+        groups.entry(key).or_default().0.push(sample);
+    }
+    for row in failures {
+        let Ok(ts) = from_sql_time(row.get(1)) else {
+            continue;
+        };
+        let key = (row.get::<_, String>(0), minute_start(ts));
+        groups.entry(key).or_default().1 += 1;
+    }
+
+    groups
+        .into_iter()
+        .map(|((id, minute), (samples, failure_count))| {
+            (id, summarize_minute(minute, &samples, failure_count))
+        })
+        .collect()
+}
+
+fn sample_from_row(row: &Row) -> Option<MinuteSample> {
+    let tmode: Option<i16> = row.get(5);
+    let tstate: Option<i16> = row.get(6);
+    Some(MinuteSample {
+        ts: from_sql_time(row.get(1)).ok()?,
+        temp: row.get(2),
+        t_heat: row.get(3),
+        t_cool: row.get(4),
+        tmode: tmode.and_then(|code| Tmode::from_code(i64::from(code))),
+        tstate: tstate.and_then(|code| Tstate::from_code(i64::from(code))),
+        local_temp: row.get(7),
+    })
+}
+
+/// Inserts minute rows. A row that exists already is replaced by the fresh summary,
+/// which only happens when an operator resets the checkpoint to roll minutes up again.
+fn insert_minute_rows(
+    client: &mut impl GenericClient,
+    rows: &[(String, MinuteRow)],
+) -> Result<u64, postgres::Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+    let minute: Vec<SystemTime> = rows
+        .iter()
+        .map(|(_, row)| sql_time(row.minute_start))
+        .collect();
+    let temp_avg: Vec<Option<f64>> = rows.iter().map(|(_, row)| row.temp_avg).collect();
+    let t_heat: Vec<Option<f64>> = rows.iter().map(|(_, row)| row.t_heat_last).collect();
+    let t_cool: Vec<Option<f64>> = rows.iter().map(|(_, row)| row.t_cool_last).collect();
+    let local: Vec<Option<f64>> = rows.iter().map(|(_, row)| row.local_temp_avg).collect();
+    let runtime: Vec<Option<f64>> = rows
+        .iter()
+        .map(|(_, row)| row.hvac_runtime_percent)
+        .collect();
+    let tmode: Vec<Option<i16>> = rows
+        .iter()
+        .map(|(_, row)| row.tmode_last.map(Tmode::code))
+        .collect();
+    let polls: Vec<i32> = rows
+        .iter()
+        .map(|(_, row)| saturating_i32(row.poll_count))
+        .collect();
+    let failures: Vec<i32> = rows
+        .iter()
+        .map(|(_, row)| saturating_i32(row.poll_failures))
+        .collect();
+
+    client.execute(
+        "INSERT INTO minute_readings (thermostat_id, minute_ts, temp_avg, t_heat_last, t_cool_last,
+                                      local_temp_avg, hvac_runtime_percent, tmode_last, poll_count,
+                                      poll_failures)
+         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[],
+                              $6::float8[], $7::float8[], $8::int2[], $9::int4[], $10::int4[])
+         ON CONFLICT (thermostat_id, minute_ts) DO UPDATE SET
+             temp_avg = EXCLUDED.temp_avg, t_heat_last = EXCLUDED.t_heat_last,
+             t_cool_last = EXCLUDED.t_cool_last, local_temp_avg = EXCLUDED.local_temp_avg,
+             hvac_runtime_percent = EXCLUDED.hvac_runtime_percent, tmode_last = EXCLUDED.tmode_last,
+             poll_count = EXCLUDED.poll_count, poll_failures = EXCLUDED.poll_failures",
+        &[&ids, &minute, &temp_avg, &t_heat, &t_cool, &local, &runtime, &tmode, &polls, &failures],
+    )
+}
+
+fn saturating_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// Tables that retention prunes, with their time column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionTable {
+    RawReadings,
+    PollFailures,
+    MinuteReadings,
+}
+
+impl RetentionTable {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RawReadings => "raw_readings",
+            Self::PollFailures => "poll_failures",
+            Self::MinuteReadings => "minute_readings",
+        }
+    }
+
+    fn time_column(self) -> &'static str {
+        match self {
+            Self::RawReadings | Self::PollFailures => "ts",
+            Self::MinuteReadings => "minute_ts",
+        }
+    }
+}
+
+/// Deletes at most `limit` rows of `table` older than `cutoff` in one statement, and
+/// returns how many it deleted. Callers repeat it until it returns less than `limit`,
+/// so no single transaction holds a day of deletes.
+pub fn delete_chunk(
+    client: &mut Client,
+    table: RetentionTable,
+    cutoff: Timestamp,
+    limit: i64,
+) -> Result<u64, postgres::Error> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM {table} WHERE {column} < $1 LIMIT $2))",
+        table = table.name(),
+        column = table.time_column(),
+    );
+    client.execute(&sql, &[&sql_time(cutoff), &limit])
+}
+
+pub fn last_retention_run(client: &mut Client) -> Result<Option<Timestamp>, postgres::Error> {
+    read_checkpoint(client, RETENTION_CHECKPOINT)
+}
+
+/// Records a finished retention run. Autocommit, so it commits durably.
+pub fn record_retention_run(client: &mut Client, at: Timestamp) -> Result<u64, postgres::Error> {
+    write_checkpoint(client, RETENTION_CHECKPOINT, at)
+}

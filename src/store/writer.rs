@@ -1,0 +1,293 @@
+//! Writing a batch of readings and failures in one transaction.
+//!
+//! Every insert uses `ON CONFLICT DO NOTHING` on the primary key, so writing the same
+//! batch again (after a commit whose acknowledgement was lost) adds no duplicate. Rows
+//! of thermostats missing from `thermostats` are skipped and their ids returned, because
+//! the foreign key would otherwise fail the whole batch. Runs only on the store thread.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use postgres::{Client, Transaction};
+
+use super::buffer::Sample;
+use super::sql_time;
+use crate::reading::{PollFailure, Reading};
+use crate::thermostat::ThermostatId;
+
+/// Readings and failures to write together, oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub readings: Vec<Reading>,
+    pub failures: Vec<PollFailure>,
+}
+
+impl Batch {
+    pub fn from_samples(samples: Vec<Sample>) -> Self {
+        let mut batch = Self::default();
+        for sample in samples {
+            match sample {
+                Sample::Reading(reading) => batch.readings.push(reading),
+                Sample::Failure(failure) => batch.failures.push(failure),
+            }
+        }
+        batch
+    }
+
+    pub fn len(&self) -> usize {
+        self.readings.len() + self.failures.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Splits the batch into one batch per thermostat, to isolate a row that the
+    /// database rejects.
+    pub fn split_by_thermostat(self) -> BTreeMap<ThermostatId, Batch> {
+        let mut parts: BTreeMap<ThermostatId, Batch> = BTreeMap::new();
+        for reading in self.readings {
+            parts
+                .entry(reading.thermostat_id.clone())
+                .or_default()
+                .readings
+                .push(reading);
+        }
+        for failure in self.failures {
+            parts
+                .entry(failure.thermostat_id.clone())
+                .or_default()
+                .failures
+                .push(failure);
+        }
+        parts
+    }
+}
+
+/// What one batch write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Readings inserted; fewer than submitted when some were already stored.
+    pub readings_inserted: u64,
+    /// Failures inserted.
+    pub failures_inserted: u64,
+    /// Thermostat ids that are not in `thermostats`; their rows were skipped.
+    pub unknown_thermostats: Vec<String>,
+}
+
+/// Writes `batch` in one transaction: raw readings, poll failures, the newest state per
+/// thermostat into `current_state`, and `thermostats.last_seen`.
+pub fn write_batch(client: &mut Client, batch: &Batch) -> Result<WriteOutcome, postgres::Error> {
+    let mut transaction = client.transaction()?;
+
+    // Readings are replaceable telemetry, so this transaction skips the WAL flush at
+    // commit to spare the SD card: a power cut can lose the last commits, bounded by
+    // wal_writer_delay (200 ms by default) times three. Everything else commits durably.
+    transaction.batch_execute("SET LOCAL synchronous_commit = off")?;
+
+    let unknown_thermostats = find_unknown_thermostats(&mut transaction, batch)?;
+    let readings_inserted = insert_readings(&mut transaction, &batch.readings)?;
+    let failures_inserted = insert_failures(&mut transaction, &batch.failures)?;
+
+    let newest = newest_per_thermostat(&batch.readings);
+    upsert_current_state(&mut transaction, &newest)?;
+    update_last_seen(&mut transaction, &newest)?;
+
+    transaction.commit()?;
+    Ok(WriteOutcome {
+        readings_inserted,
+        failures_inserted,
+        unknown_thermostats,
+    })
+}
+
+fn find_unknown_thermostats(
+    transaction: &mut Transaction<'_>,
+    batch: &Batch,
+) -> Result<Vec<String>, postgres::Error> {
+    let ids: BTreeSet<&str> = batch
+        .readings
+        .iter()
+        .map(|reading| reading.thermostat_id.as_str())
+        .chain(
+            batch
+                .failures
+                .iter()
+                .map(|failure| failure.thermostat_id.as_str()),
+        )
+        .collect();
+    let ids: Vec<&str> = ids.into_iter().collect();
+
+    let rows = transaction.query(
+        "SELECT u.id FROM unnest($1::text[]) AS u(id)
+         WHERE NOT EXISTS (SELECT 1 FROM thermostats t WHERE t.thermostat_id = u.id)",
+        &[&ids],
+    )?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Column arrays of readings, for `unnest` so that one statement inserts many rows.
+struct ReadingColumns<'a> {
+    ts: Vec<SystemTime>,
+    thermostat_id: Vec<&'a str>,
+    temp: Vec<Option<f64>>,
+    t_heat: Vec<Option<f64>>,
+    t_cool: Vec<Option<f64>>,
+    local_temp: Vec<Option<f64>>,
+    tmode: Vec<Option<i16>>,
+    fmode: Vec<Option<i16>>,
+    tstate: Vec<Option<i16>>,
+    fstate: Vec<Option<bool>>,
+    hold: Vec<Option<bool>>,
+    override_active: Vec<Option<bool>>,
+}
+
+impl<'a> ReadingColumns<'a> {
+    fn new(readings: &[&'a Reading]) -> Self {
+        Self {
+            ts: readings.iter().map(|r| sql_time(r.ts)).collect(),
+            thermostat_id: readings.iter().map(|r| r.thermostat_id.as_str()).collect(),
+            temp: readings.iter().map(|r| r.state.temp).collect(),
+            t_heat: readings.iter().map(|r| r.state.t_heat).collect(),
+            t_cool: readings.iter().map(|r| r.state.t_cool).collect(),
+            local_temp: readings.iter().map(|r| r.local_temp).collect(),
+            tmode: readings
+                .iter()
+                .map(|r| r.state.tmode.map(|m| m.code()))
+                .collect(),
+            fmode: readings
+                .iter()
+                .map(|r| r.state.fmode.map(|m| m.code()))
+                .collect(),
+            tstate: readings
+                .iter()
+                .map(|r| r.state.tstate.map(|s| s.code()))
+                .collect(),
+            fstate: readings.iter().map(|r| r.state.fstate).collect(),
+            hold: readings.iter().map(|r| r.state.hold).collect(),
+            override_active: readings.iter().map(|r| r.state.override_active).collect(),
+        }
+    }
+
+    fn execute(
+        &self,
+        transaction: &mut Transaction<'_>,
+        sql: &str,
+    ) -> Result<u64, postgres::Error> {
+        transaction.execute(
+            sql,
+            &[
+                &self.ts,
+                &self.thermostat_id,
+                &self.temp,
+                &self.t_heat,
+                &self.t_cool,
+                &self.local_temp,
+                &self.tmode,
+                &self.fmode,
+                &self.tstate,
+                &self.fstate,
+                &self.hold,
+                &self.override_active,
+            ],
+        )
+    }
+}
+
+/// The `unnest` source shared by the raw insert and the state upsert. It keeps only rows
+/// of known thermostats.
+const READING_SOURCE: &str = "
+    FROM unnest($1::timestamptz[], $2::text[], $3::float8[], $4::float8[], $5::float8[],
+                $6::float8[], $7::int2[], $8::int2[], $9::int2[], $10::bool[], $11::bool[],
+                $12::bool[])
+      AS u(ts, thermostat_id, temp, t_heat, t_cool, local_temp, tmode, fmode, tstate,
+           fstate, hold, override)
+    WHERE EXISTS (SELECT 1 FROM thermostats t WHERE t.thermostat_id = u.thermostat_id)";
+
+const READING_COLUMNS: &str = "ts, thermostat_id, temp, t_heat, t_cool, local_temp, tmode, \
+                               fmode, tstate, fstate, hold, override";
+
+fn insert_readings(
+    transaction: &mut Transaction<'_>,
+    readings: &[Reading],
+) -> Result<u64, postgres::Error> {
+    if readings.is_empty() {
+        return Ok(0);
+    }
+    let all: Vec<&Reading> = readings.iter().collect();
+    let sql = format!(
+        "INSERT INTO raw_readings ({READING_COLUMNS}) SELECT u.* {READING_SOURCE}
+         ON CONFLICT (thermostat_id, ts) DO NOTHING"
+    );
+    ReadingColumns::new(&all).execute(transaction, &sql)
+}
+
+fn insert_failures(
+    transaction: &mut Transaction<'_>,
+    failures: &[PollFailure],
+) -> Result<u64, postgres::Error> {
+    if failures.is_empty() {
+        return Ok(0);
+    }
+    let ts: Vec<SystemTime> = failures.iter().map(|f| sql_time(f.ts)).collect();
+    let ids: Vec<&str> = failures.iter().map(|f| f.thermostat_id.as_str()).collect();
+    let kinds: Vec<&str> = failures.iter().map(|f| f.kind).collect();
+    transaction.execute(
+        "INSERT INTO poll_failures (ts, thermostat_id, kind)
+         SELECT u.* FROM unnest($1::timestamptz[], $2::text[], $3::text[]) AS u(ts, thermostat_id, kind)
+         WHERE EXISTS (SELECT 1 FROM thermostats t WHERE t.thermostat_id = u.thermostat_id)
+         ON CONFLICT (thermostat_id, ts) DO NOTHING",
+        &[&ts, &ids, &kinds],
+    )
+}
+
+/// Returns the newest reading of each thermostat in the batch.
+fn newest_per_thermostat(readings: &[Reading]) -> Vec<&Reading> {
+    let mut newest: BTreeMap<&str, &Reading> = BTreeMap::new();
+    for reading in readings {
+        let entry = newest
+            .entry(reading.thermostat_id.as_str())
+            .or_insert(reading);
+        if reading.ts > entry.ts {
+            *entry = reading;
+        }
+    }
+    newest.into_values().collect()
+}
+
+/// Upserts the newest state, unless the stored row is newer (a backlog written late).
+fn upsert_current_state(
+    transaction: &mut Transaction<'_>,
+    newest: &[&Reading],
+) -> Result<u64, postgres::Error> {
+    if newest.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "INSERT INTO current_state ({READING_COLUMNS}) SELECT u.* {READING_SOURCE}
+         ON CONFLICT (thermostat_id) DO UPDATE SET
+             ts = EXCLUDED.ts, temp = EXCLUDED.temp, t_heat = EXCLUDED.t_heat,
+             t_cool = EXCLUDED.t_cool, local_temp = EXCLUDED.local_temp,
+             tmode = EXCLUDED.tmode, fmode = EXCLUDED.fmode, tstate = EXCLUDED.tstate,
+             fstate = EXCLUDED.fstate, hold = EXCLUDED.hold, override = EXCLUDED.override
+         WHERE current_state.ts < EXCLUDED.ts"
+    );
+    ReadingColumns::new(newest).execute(transaction, &sql)
+}
+
+fn update_last_seen(
+    transaction: &mut Transaction<'_>,
+    newest: &[&Reading],
+) -> Result<u64, postgres::Error> {
+    if newest.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = newest.iter().map(|r| r.thermostat_id.as_str()).collect();
+    let ts: Vec<SystemTime> = newest.iter().map(|r| sql_time(r.ts)).collect();
+    transaction.execute(
+        "UPDATE thermostats t SET last_seen = u.ts
+         FROM unnest($1::text[], $2::timestamptz[]) AS u(thermostat_id, ts)
+         WHERE t.thermostat_id = u.thermostat_id AND (t.last_seen IS NULL OR t.last_seen < u.ts)",
+        &[&ids, &ts],
+    )
+}
