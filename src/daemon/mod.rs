@@ -108,7 +108,22 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
 
     shutdown.trigger();
     let report = store.shutdown(STORE_FLUSH_DEADLINE);
-    log::info!("store stopped: {report}");
+    if report.unwritten > 0 {
+        log::warn!(
+            "store stopped with {} reading(s) and failure(s) not written: PostgreSQL did not take them within {} s",
+            report.unwritten,
+            STORE_FLUSH_DEADLINE.as_secs()
+        );
+    } else if report.timed_out {
+        log::warn!("the store thread did not stop within {} s; leaving it", STORE_FLUSH_DEADLINE.as_secs());
+    } else {
+        log::info!(
+            "store stopped: {} readings and {} poll failures written since start, {} dropped",
+            report.readings_written,
+            report.failures_written,
+            report.dropped
+        );
+    }
     api.join();
     log::info!("thermostat-server stopped");
     result
