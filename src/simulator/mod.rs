@@ -1,0 +1,393 @@
+//! A fleet of simulated RadioThermostat units for tests, demos and load tests.
+//!
+//! Each device serves the thermostat HTTP API on its own TCP port, one connection at
+//! a time, with a model profile, a room whose temperature moves, realistic or fixed
+//! latency, and faults injected on request. The fleet runs on its own thread and
+//! executor, so plain synchronous code can start it:
+//!
+//! ```no_run
+//! use thermostat_server::simulator::{Fleet, FleetOptions};
+//!
+//! let fleet = Fleet::start(FleetOptions { count: 3, ..FleetOptions::default() })?;
+//! for device in fleet.devices() {
+//!     println!("{} {}", device.address(), device.uuid());
+//! }
+//! fleet.stop();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod cli;
+mod device;
+mod fault;
+mod http;
+mod latency;
+mod profile;
+mod room;
+mod server;
+mod stats;
+mod tstat;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_io::Async;
+
+use crate::shutdown::Shutdown;
+
+pub use cli::run_cli;
+pub use device::{DeviceSnapshot, SimHandle};
+pub use fault::{Fault, Reply, ScriptedReply};
+pub use latency::Latency;
+pub use profile::{DEFAULT_MODEL_CYCLE, ModelProfile};
+pub use room::Relay;
+pub use stats::{PostRecord, RequestSpan, SimStats};
+pub use tstat::{InvalidPost, Mode, PostOptions, PostOutcome};
+
+use device::{DeviceShared, SimClock};
+use tstat::Thermostat;
+
+/// The MAC prefix (OUI) of simulated units, as on real ones.
+const UUID_PREFIX: &str = "5cdad4";
+
+/// Most devices one fleet can hold: one per possible uuid suffix.
+const MAX_DEVICES: usize = 1 << 24;
+
+/// Settings for `Fleet::start`.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Number of devices.
+    pub count: usize,
+    /// Address every device listens on.
+    pub bind_ip: IpAddr,
+    /// Port of the first device; device `i` listens on `base_port + i`. 0 gives each
+    /// device an ephemeral port.
+    pub base_port: u16,
+    pub latency: Latency,
+    /// Seed for uuids, starting temperatures, latency draws and fault decisions.
+    pub seed: u64,
+    /// Profiles assigned to devices in turn; empty means `DEFAULT_MODEL_CYCLE`.
+    pub models: Vec<ModelProfile>,
+    /// Initial faults as `(device index, fault)`.
+    pub faults: Vec<(usize, Fault)>,
+    /// POST behaviour switches for every device; each handle can change its own.
+    pub post_options: PostOptions,
+    /// Simulated seconds per wall-clock second for the room and the device clocks.
+    pub time_speed: f64,
+    /// How long a device waits for a complete request before closing the connection.
+    pub read_timeout: Duration,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            base_port: 0,
+            latency: Latency::Fast,
+            seed: 1,
+            models: Vec::new(),
+            faults: Vec::new(),
+            post_options: PostOptions::default(),
+            time_speed: 1.0,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One running simulated thermostat.
+#[derive(Debug, Clone)]
+pub struct SimDevice {
+    address: SocketAddr,
+    uuid: String,
+    model: ModelProfile,
+    handle: SimHandle,
+}
+
+impl SimDevice {
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The 12-digit lowercase hex uuid that `GET /sys` returns.
+    pub fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    pub fn model(&self) -> &ModelProfile {
+        &self.model
+    }
+
+    /// The control handle; clone it to keep it past the fleet's borrow.
+    pub fn handle(&self) -> &SimHandle {
+        &self.handle
+    }
+}
+
+/// A running fleet. Dropping it, or calling `stop`, stops every device and closes
+/// its port before returning.
+pub struct Fleet {
+    devices: Vec<SimDevice>,
+    shutdown: Shutdown,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Binds every device's port and starts serving on a new thread. Fails on
+    /// invalid options or when a port cannot be bound.
+    pub fn start(options: FleetOptions) -> io::Result<Fleet> {
+        validate(&options)?;
+
+        let started = Instant::now();
+        let clock = SimClock {
+            started,
+            speed: options.time_speed,
+        };
+        let week_minute = local_week_minute();
+        let mut devices = Vec::with_capacity(options.count);
+        let mut servers = Vec::with_capacity(options.count);
+
+        for index in 0..options.count {
+            let (device, shared, listener) = start_device(&options, index, clock, week_minute)?;
+            devices.push(device);
+            servers.push((shared, listener));
+        }
+
+        let shutdown = Shutdown::new();
+        let thread = spawn_executor(servers, options.read_timeout, shutdown.clone())?;
+        log::info!("simulated fleet of {} thermostats started", devices.len());
+
+        Ok(Fleet {
+            devices,
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn devices(&self) -> &[SimDevice] {
+        &self.devices
+    }
+
+    /// Stops every device and waits until all ports are closed.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("simulated fleet thread panicked");
+        }
+    }
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("devices", &self.devices)
+            .finish()
+    }
+}
+
+fn validate(options: &FleetOptions) -> io::Result<()> {
+    let invalid = |message: String| Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+
+    if options.count == 0 || options.count > MAX_DEVICES {
+        return invalid(format!(
+            "invalid device count {}: expected 1 to {MAX_DEVICES}",
+            options.count
+        ));
+    }
+    if options.base_port != 0 && usize::from(options.base_port) + options.count - 1 > 65535 {
+        return invalid(format!(
+            "base port {} with {} devices runs past port 65535",
+            options.base_port, options.count
+        ));
+    }
+    if !(options.time_speed.is_finite() && options.time_speed > 0.0) {
+        return invalid(format!(
+            "invalid time speed {}: expected a positive number",
+            options.time_speed
+        ));
+    }
+    if let Some((index, _)) = options
+        .faults
+        .iter()
+        .find(|(index, _)| *index >= options.count)
+    {
+        return invalid(format!(
+            "fault for device index {index}, but the fleet has only {} devices (0 to {})",
+            options.count,
+            options.count - 1
+        ));
+    }
+    Ok(())
+}
+
+fn start_device(
+    options: &FleetOptions,
+    index: usize,
+    clock: SimClock,
+    week_minute: u32,
+) -> io::Result<(SimDevice, Arc<DeviceShared>, Async<TcpListener>)> {
+    let port = match options.base_port {
+        0 => 0,
+        // `validate` checked that the last port fits, so this cannot overflow.
+        base => base + index as u16,
+    };
+    let requested = SocketAddr::new(options.bind_ip, port);
+    let listener = TcpListener::bind(requested).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("failed to bind simulated thermostat {index} to {requested}: {error}"),
+        )
+    })?;
+    let address = listener.local_addr()?;
+    let listener = Async::new(listener)?;
+
+    let uuid = device_uuid(options.seed, index);
+    let model = model_for(options, index);
+    let device_seed = mix(options.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let indoor = 64.0 + (device_seed % 17) as f64 * 0.5;
+
+    let mut thermostat = Thermostat::new(model.clone(), &uuid, week_minute, indoor);
+    thermostat.post_options = options.post_options.clone();
+    let faults = options
+        .faults
+        .iter()
+        .filter(|(target, _)| *target == index)
+        .map(|(_, fault)| fault.clone())
+        .collect();
+
+    let shared = Arc::new(DeviceShared::new(
+        thermostat,
+        faults,
+        options.latency,
+        device_seed,
+        clock,
+    ));
+    let device = SimDevice {
+        address,
+        uuid,
+        model,
+        handle: SimHandle {
+            device: shared.clone(),
+        },
+    };
+    Ok((device, shared, listener))
+}
+
+fn model_for(options: &FleetOptions, index: usize) -> ModelProfile {
+    if options.models.is_empty() {
+        DEFAULT_MODEL_CYCLE[index % DEFAULT_MODEL_CYCLE.len()].clone()
+    } else {
+        options.models[index % options.models.len()].clone()
+    }
+}
+
+/// The uuid of device `index`: the OUI prefix and a 24-bit suffix. Suffixes start at
+/// a seed-derived value and count up, so they are unique within a fleet.
+pub fn device_uuid(seed: u64, index: usize) -> String {
+    let suffix = (mix(seed) as usize).wrapping_add(index) % MAX_DEVICES;
+    format!("{UUID_PREFIX}{suffix:06x}")
+}
+
+/// SplitMix64, a small well-mixing hash for deriving per-device values from a seed.
+fn mix(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The local wall-clock time as minutes since Monday 00:00, the devices' start time.
+fn local_week_minute() -> u32 {
+    let now = jiff::ZonedDateTime::now();
+    let day = u32::try_from(now.weekday().to_monday_zero_offset()).unwrap_or(0);
+    let hour = u32::try_from(now.hour()).unwrap_or(0);
+    let minute = u32::try_from(now.minute()).unwrap_or(0);
+    day * 24 * 60 + hour * 60 + minute
+}
+
+fn spawn_executor(
+    servers: Vec<(Arc<DeviceShared>, Async<TcpListener>)>,
+    read_timeout: Duration,
+    shutdown: Shutdown,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("simulator-fleet".to_string())
+        .spawn(move || {
+            let executor = smol::LocalExecutor::new();
+            let tasks: Vec<_> = servers
+                .into_iter()
+                .map(|(device, listener)| {
+                    executor.spawn(server::serve_device(device, listener, read_timeout))
+                })
+                .collect();
+
+            smol::block_on(executor.run(shutdown.wait()));
+
+            // Dropping the tasks and then the executor drops every listener and
+            // connection, which frees the ports before `Fleet::stop` returns.
+            drop(tasks);
+            drop(executor);
+            log::info!("simulated fleet stopped");
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_unique_and_well_formed() {
+        let uuids: Vec<String> = (0..1000).map(|index| device_uuid(99, index)).collect();
+        let mut sorted = uuids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), uuids.len());
+        for uuid in &uuids {
+            assert_eq!(uuid.len(), 12, "{uuid}");
+            assert!(uuid.starts_with("5cdad4"), "{uuid}");
+            assert!(
+                uuid.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{uuid}"
+            );
+        }
+    }
+
+    #[test]
+    fn uuid_depends_on_seed() {
+        assert_ne!(device_uuid(1, 0), device_uuid(2, 0));
+        assert_eq!(device_uuid(1, 3), device_uuid(1, 3));
+    }
+
+    #[test]
+    fn validate_rejects_bad_options() {
+        let zero = FleetOptions {
+            count: 0,
+            ..FleetOptions::default()
+        };
+        assert!(validate(&zero).is_err());
+        let past_end = FleetOptions {
+            count: 10,
+            base_port: 65530,
+            ..FleetOptions::default()
+        };
+        assert!(validate(&past_end).is_err());
+        let bad_fault = FleetOptions {
+            count: 2,
+            faults: vec![(2, Fault::Hang)],
+            ..FleetOptions::default()
+        };
+        let error = validate(&bad_fault).expect_err("fault index out of range");
+        assert!(error.to_string().contains("index 2"), "{error}");
+    }
+}
