@@ -4,6 +4,7 @@
 //! 66 unreadable config file, 78 invalid config.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,7 +47,11 @@ Options:
 
 /// Runs the command line `args` (without the program name) and returns the exit status.
 pub fn run(args: Vec<OsString>) -> i32 {
-    let Some(command) = args.first().and_then(|first| first.to_str()).map(str::to_string) else {
+    let Some(command) = args
+        .first()
+        .and_then(|first| first.to_str())
+        .map(str::to_string)
+    else {
         eprintln!("{USAGE}");
         return EXIT_USAGE;
     };
@@ -57,7 +62,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
         "check-config" => check_config_command(rest),
         "simulate" => {
             init_logging(log::LevelFilter::Info);
-            simulator::cli::run_cli(rest)
+            simulator::run_cli(rest)
         }
         "demo" => demo_command(rest),
         "--version" | "-V" | "version" => {
@@ -114,7 +119,10 @@ fn run_command(args: Vec<OsString>) -> i32 {
     }
     set_log_level(loaded.config.log.level);
 
-    let options = daemon::RunOptions { handle_signals: true, ..Default::default() };
+    let options = daemon::RunOptions {
+        handle_signals: true,
+        ..Default::default()
+    };
     match daemon::run(&loaded.config, options) {
         Ok(()) => EXIT_OK,
         Err(error) => {
@@ -148,19 +156,8 @@ fn demo_command(args: Vec<OsString>) -> i32 {
                 .map(|count| options.thermostats = count as usize),
             Long("duration") => parse_number(&mut parser, "--duration", 1..=31_536_000)
                 .map(|seconds| options.duration = Some(Duration::from_secs(seconds))),
-            Long("api-listen") => match parser.value().map(|value| value.string()) {
-                Ok(Ok(text)) => match text.parse() {
-                    Ok(address) => Ok(options.api_listen = address),
-                    Err(_) => {
-                        return usage_error(
-                            &format!("invalid --api-listen {text:?}: expected IP:PORT such as 127.0.0.1:8000"),
-                            DEMO_USAGE,
-                        );
-                    }
-                },
-                Ok(Err(value)) => return usage_error(&format!("invalid --api-listen {value:?}"), DEMO_USAGE),
-                Err(error) => Err(error),
-            },
+            Long("api-listen") => parse_socket_address(&mut parser, "--api-listen")
+                .map(|address| options.api_listen = address),
             Long("help") | Short('h') => {
                 println!("{DEMO_USAGE}");
                 return EXIT_OK;
@@ -195,6 +192,18 @@ fn parse_number(
     }
 }
 
+fn parse_socket_address(
+    parser: &mut lexopt::Parser,
+    option: &str,
+) -> Result<SocketAddr, lexopt::Error> {
+    let text = parser.value()?.string()?;
+    text.parse().map_err(|_| {
+        lexopt::Error::Custom(
+            format!("invalid {option} {text:?}: expected IP:PORT such as 127.0.0.1:8000").into(),
+        )
+    })
+}
+
 /// Starts logging to stderr. `RUST_LOG`, when set to a level name, wins over `level`.
 fn init_logging(level: log::LevelFilter) {
     let logger = simple_logger::SimpleLogger::new()
@@ -211,6 +220,8 @@ fn init_logging(level: log::LevelFilter) {
 }
 
 fn set_log_level(level: log::LevelFilter) {
-    let from_env = std::env::var("RUST_LOG").ok().and_then(|text| text.parse().ok());
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|text| text.parse().ok());
     log::set_max_level(from_env.unwrap_or(level));
 }

@@ -52,12 +52,18 @@ pub fn run(options: DemoOptions) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let addresses: Vec<DeviceAddress> =
-        fleet.devices().iter().map(|device| DeviceAddress::new(device.address())).collect();
+    let addresses: Vec<DeviceAddress> = fleet
+        .devices()
+        .iter()
+        .map(|device| DeviceAddress::new(device.address()))
+        .collect();
     log::info!(
         "demo: {} simulated thermostats on 127.0.0.1, the last one ({}) faulty",
         addresses.len(),
-        addresses.last().map(ToString::to_string).unwrap_or_default()
+        addresses
+            .last()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     );
 
     let mut config = Config::new("demo", &url);
@@ -68,9 +74,19 @@ pub fn run(options: DemoOptions) -> i32 {
     if let Some(duration) = options.duration {
         stop_after(duration, shutdown.clone());
     }
-    log::info!("demo: health check at http://{}/api/system/health", options.api_listen);
+    log::info!(
+        "demo: health check at http://{}/api/system/health",
+        options.api_listen
+    );
 
-    let result = daemon::run(&config, RunOptions { shutdown, handle_signals: true, api_listener: None });
+    let result = daemon::run(
+        &config,
+        RunOptions {
+            shutdown,
+            handle_signals: true,
+            api_listener: None,
+        },
+    );
     fleet.stop();
     print_summary(&url);
     drop(throwaway);
@@ -101,21 +117,36 @@ fn database(options: &DemoOptions) -> Result<(Option<TempPostgres>, String), Str
 /// CT80 V2.34T profile is left out: it answers `/tstat` in 16 s, so a short demo
 /// would show few readings from it.
 fn fleet_options(count: usize) -> FleetOptions {
-    let models = vec![ModelProfile::Ct50, ModelProfile::Ct30, ModelProfile::Ct80RevB, ModelProfile::Ct50V109];
-    let mut options = FleetOptions { count, latency: Latency::Realistic, models, ..FleetOptions::default() };
+    let models = vec![
+        ModelProfile::Ct50,
+        ModelProfile::Ct30,
+        ModelProfile::Ct80RevB,
+        ModelProfile::Ct50V109,
+    ];
+    let mut options = FleetOptions {
+        count,
+        latency: Latency::Realistic,
+        models,
+        ..FleetOptions::default()
+    };
     options.faults.push((
         count.saturating_sub(1),
-        Fault::Flaky { hang_probability: 0.3, negative_one_probability: 0.3 },
+        Fault::Flaky {
+            hang_probability: 0.3,
+            negative_one_probability: 0.3,
+        },
     ));
     options
 }
 
 fn stop_after(duration: Duration, shutdown: Shutdown) {
-    let spawned = std::thread::Builder::new().name("demo-timer".into()).spawn(move || {
-        std::thread::sleep(duration);
-        log::info!("demo: {} s have passed; stopping", duration.as_secs());
-        shutdown.trigger();
-    });
+    let spawned = std::thread::Builder::new()
+        .name("demo-timer".into())
+        .spawn(move || {
+            std::thread::sleep(duration);
+            log::info!("demo: {} s have passed; stopping", duration.as_secs());
+            shutdown.trigger();
+        });
     if let Err(error) = spawned {
         log::error!("demo: cannot start the --duration timer, stop with Ctrl-C: {error}");
     }

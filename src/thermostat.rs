@@ -192,7 +192,9 @@ mod tests {
 
     #[test]
     fn address_rejects_host_names_and_junk() {
-        let error = "thermostat.local".parse::<DeviceAddress>().expect_err("host names are not addresses");
+        let error = "thermostat.local"
+            .parse::<DeviceAddress>()
+            .expect_err("host names are not addresses");
         assert!(error.to_string().contains("thermostat.local"));
         assert!("10.0.60".parse::<DeviceAddress>().is_err());
         assert!("10.0.60.21:99999".parse::<DeviceAddress>().is_err());

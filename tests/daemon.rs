@@ -27,9 +27,19 @@ impl RunningDaemon {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral API port");
         let api = listener.local_addr().expect("API address");
         let shutdown = Shutdown::new();
-        let options = RunOptions { api_listener: Some(listener), shutdown: shutdown.clone(), handle_signals: false };
-        let thread = std::thread::spawn(move || daemon::run(&config, options).map_err(|error| error.to_string()));
-        Self { api, shutdown, thread }
+        let options = RunOptions {
+            api_listener: Some(listener),
+            shutdown: shutdown.clone(),
+            handle_signals: false,
+        };
+        let thread = std::thread::spawn(move || {
+            daemon::run(&config, options).map_err(|error| error.to_string())
+        });
+        Self {
+            api,
+            shutdown,
+            thread,
+        }
     }
 
     /// Stops the daemon and returns how long the stop took.
@@ -44,7 +54,11 @@ impl RunningDaemon {
 
 fn test_config(url: &str, fleet: &Fleet) -> Config {
     let mut config = Config::new("test_site", url);
-    config.thermostats.addresses = fleet.devices().iter().map(|device| DeviceAddress::new(device.address())).collect();
+    config.thermostats.addresses = fleet
+        .devices()
+        .iter()
+        .map(|device| DeviceAddress::new(device.address()))
+        .collect();
     config.polling.interval = Duration::from_millis(500);
     config.polling.request_timeout = Duration::from_secs(2);
     config.polling.min_request_gap = Duration::from_millis(50);
@@ -60,36 +74,70 @@ fn count(client: &mut postgres::Client, sql: &str, uuid: &str) -> i64 {
     client.query_one(sql, &[&uuid]).expect("count query").get(0)
 }
 
+/// Like `count`, but 0 while the daemon has not created the tables yet.
+fn count_so_far(client: &mut postgres::Client, sql: &str, uuid: &str) -> i64 {
+    client
+        .query_one(sql, &[&uuid])
+        .map(|row| row.get(0))
+        .unwrap_or(0)
+}
+
 /// Polls `condition` every 200 ms until it holds or `limit` passes.
 fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 /// Sends `GET path` and returns the status code and body.
 fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).expect("connect to the API");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").expect("send request");
+    let mut stream =
+        TcpStream::connect_timeout(&address, Duration::from_secs(2)).expect("connect to the API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read answer");
-    let status = answer.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 fn negative_one_script() -> Fault {
     let reading = |temp: &str| {
-        format!(r#"{{"temp":{temp},"tmode":1,"fmode":0,"override":0,"hold":0,"t_heat":70.00,"tstate":1,"fstate":1,"time":{{"day":1,"hour":8,"minute":0}},"t_type_post":0}}"#)
+        format!(
+            r#"{{"temp":{temp},"tmode":1,"fmode":0,"override":0,"hold":0,"t_heat":70.00,"tstate":1,"fstate":1,"time":{{"day":1,"hour":8,"minute":0}},"t_type_post":0}}"#
+        )
     };
     let replies = ["71.00", "-1", "71.50", "-1"]
         .iter()
-        .map(|temp| ScriptedReply { delay: Duration::ZERO, status: 200, body: Reply::Body(reading(temp)) })
+        .map(|temp| ScriptedReply {
+            delay: Duration::ZERO,
+            status: 200,
+            body: Reply::Body(reading(temp)),
+        })
         .collect();
-    Fault::Script { replies, cycle: true }
+    Fault::Script {
+        replies,
+        cycle: true,
+    }
 }
 
 #[test]
@@ -106,20 +154,33 @@ fn daemon_polls_fleet_into_postgres() {
         ..FleetOptions::default()
     })
     .expect("fleet starts");
-    let uuids: Vec<String> = fleet.devices().iter().map(|device| device.uuid().to_string()).collect();
+    let uuids: Vec<String> = fleet
+        .devices()
+        .iter()
+        .map(|device| device.uuid().to_string())
+        .collect();
     let daemon = RunningDaemon::start(test_config(&url, &fleet));
     let mut db = connect(&url);
 
     let readings_sql = "SELECT count(*) FROM raw_readings WHERE thermostat_id = $1";
-    wait_for(Duration::from_secs(20), "5 readings from each thermostat", || {
-        uuids.iter().all(|uuid| count(&mut db, readings_sql, uuid) >= 5)
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "5 readings from each thermostat",
+        || {
+            uuids
+                .iter()
+                .all(|uuid| count_so_far(&mut db, readings_sql, uuid) >= 5)
+        },
+    );
 
     let (status, body) = http_get(daemon.api, "/api/system/health");
     assert_eq!(status, 200, "{body}");
 
     let registered: Vec<String> = db
-        .query("SELECT thermostat_id FROM thermostats ORDER BY thermostat_id", &[])
+        .query(
+            "SELECT thermostat_id FROM thermostats ORDER BY thermostat_id",
+            &[],
+        )
         .expect("thermostats")
         .iter()
         .map(|row| row.get(0))
@@ -130,36 +191,64 @@ fn daemon_polls_fleet_into_postgres() {
 
     // BL-19: the unknown model is registered with the generic profile.
     let generic = db
-        .query_one("SELECT model, capabilities::text FROM thermostats WHERE thermostat_id = $1", &[&uuids[1]])
+        .query_one(
+            "SELECT model, capabilities::text FROM thermostats WHERE thermostat_id = $1",
+            &[&uuids[1]],
+        )
         .expect("generic thermostat row");
     assert_eq!(generic.get::<_, String>(0), "CT55 V9.01");
     assert_eq!(generic.get::<_, String>(1), r#"["heat", "cool"]"#);
 
     // BL-09: -1 is never stored as a temperature; it is stored as missing.
-    let negative = count(&mut db, "SELECT count(*) FROM raw_readings WHERE thermostat_id = $1 AND temp < 0", &uuids[2]);
+    let negative = count(
+        &mut db,
+        "SELECT count(*) FROM raw_readings WHERE thermostat_id = $1 AND temp < 0",
+        &uuids[2],
+    );
     assert_eq!(negative, 0);
-    let missing = count(&mut db, "SELECT count(*) FROM raw_readings WHERE thermostat_id = $1 AND temp IS NULL", &uuids[2]);
+    let missing = count(
+        &mut db,
+        "SELECT count(*) FROM raw_readings WHERE thermostat_id = $1 AND temp IS NULL",
+        &uuids[2],
+    );
     assert!(missing >= 2, "expected NULL temperatures, found {missing}");
 
-    let states = count(&mut db, "SELECT count(*) FROM current_state WHERE thermostat_id <> $1", "");
+    let states = count(
+        &mut db,
+        "SELECT count(*) FROM current_state WHERE thermostat_id <> $1",
+        "",
+    );
     assert_eq!(states, 3);
-    let unseen = count(&mut db, "SELECT count(*) FROM thermostats WHERE last_seen IS NULL AND thermostat_id <> $1", "");
+    let unseen = count(
+        &mut db,
+        "SELECT count(*) FROM thermostats WHERE last_seen IS NULL AND thermostat_id <> $1",
+        "",
+    );
     assert_eq!(unseen, 0);
 
     let stop_time = daemon.stop();
-    assert!(stop_time < Duration::from_secs(5), "stop took {stop_time:?}");
+    assert!(
+        stop_time < Duration::from_secs(5),
+        "stop took {stop_time:?}"
+    );
 }
 
 #[test]
 fn daemon_restart_resumes_known_thermostats() {
     let url = support::fresh_database_url("daemon_restart");
-    let fleet = Fleet::start(FleetOptions { count: 2, ..FleetOptions::default() }).expect("fleet starts");
+    let fleet = Fleet::start(FleetOptions {
+        count: 2,
+        ..FleetOptions::default()
+    })
+    .expect("fleet starts");
     let uuid = fleet.devices()[0].uuid().to_string();
     let readings_sql = "SELECT count(*) FROM raw_readings WHERE thermostat_id = $1";
     let mut db = connect(&url);
 
     let first = RunningDaemon::start(test_config(&url, &fleet));
-    wait_for(Duration::from_secs(20), "first readings", || count(&mut db, readings_sql, &uuid) >= 3);
+    wait_for(Duration::from_secs(20), "first readings", || {
+        count_so_far(&mut db, readings_sql, &uuid) >= 3
+    });
     first.stop();
     let after_first = count(&mut db, readings_sql, &uuid);
 
@@ -167,37 +256,59 @@ fn daemon_restart_resumes_known_thermostats() {
     let mut config = test_config(&url, &fleet);
     config.thermostats.addresses.clear();
     let second = RunningDaemon::start(config);
-    wait_for(Duration::from_secs(20), "readings after the restart", || {
-        count(&mut db, readings_sql, &uuid) >= after_first + 3
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "readings after the restart",
+        || count(&mut db, readings_sql, &uuid) >= after_first + 3,
+    );
     second.stop();
 
-    let rows = count(&mut db, "SELECT count(*) FROM thermostats WHERE thermostat_id <> $1", "");
+    let rows = count(
+        &mut db,
+        "SELECT count(*) FROM thermostats WHERE thermostat_id <> $1",
+        "",
+    );
     assert_eq!(rows, 2);
 }
 
 #[test]
 fn health_unhealthy_when_database_unreachable() {
     // A port nothing listens on: the store cannot connect.
-    let unused = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address");
+    let unused = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address");
     let url = format!("postgresql://postgres@127.0.0.1:{}/nothing", unused.port());
-    let fleet = Fleet::start(FleetOptions { count: 1, ..FleetOptions::default() }).expect("fleet starts");
+    let fleet = Fleet::start(FleetOptions {
+        count: 1,
+        ..FleetOptions::default()
+    })
+    .expect("fleet starts");
     let daemon = RunningDaemon::start(test_config(&url, &fleet));
 
-    wait_for(Duration::from_secs(10), "a 503 from the health endpoint", || {
-        http_get(daemon.api, "/api/system/health").0 == 503
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "a 503 from the health endpoint",
+        || http_get(daemon.api, "/api/system/health").0 == 503,
+    );
     let (_, body) = http_get(daemon.api, "/api/system/health");
     assert!(body.contains("not connected to PostgreSQL"), "{body}");
 
     let stop_time = daemon.stop();
-    assert!(stop_time < Duration::from_secs(5), "stop took {stop_time:?}");
+    assert!(
+        stop_time < Duration::from_secs(5),
+        "stop took {stop_time:?}"
+    );
 }
 
 #[test]
 fn unknown_api_route_is_json_404() {
     let url = support::fresh_database_url("api_404");
-    let fleet = Fleet::start(FleetOptions { count: 1, ..FleetOptions::default() }).expect("fleet starts");
+    let fleet = Fleet::start(FleetOptions {
+        count: 1,
+        ..FleetOptions::default()
+    })
+    .expect("fleet starts");
     let daemon = RunningDaemon::start(test_config(&url, &fleet));
 
     let (status, body) = http_get(daemon.api, "/api/nothing/here");

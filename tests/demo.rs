@@ -9,12 +9,22 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
 }
 
 fn start_demo(url: &str, api: SocketAddr, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_thermostat-server"))
-        .args(["demo", "--database-url", url, "--api-listen", &api.to_string()])
+        .args([
+            "demo",
+            "--database-url",
+            url,
+            "--api-listen",
+            &api.to_string(),
+        ])
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -25,7 +35,11 @@ fn start_demo(url: &str, api: SocketAddr, extra: &[&str]) -> Child {
 fn health_status(api: SocketAddr) -> Option<u16> {
     let mut stream = TcpStream::connect_timeout(&api, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET /api/system/health HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET /api/system/health HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     answer.split_whitespace().nth(1)?.parse().ok()
@@ -55,13 +69,20 @@ fn demo_stores_fleet_and_stops_after_duration() {
         healthy_seen = health_status(api) == Some(200);
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert!(healthy_seen, "GET /api/system/health never answered 200 in the first 60 s");
+    assert!(
+        healthy_seen,
+        "GET /api/system/health never answered 200 in the first 60 s"
+    );
 
-    let status = wait_exit(&mut demo, Duration::from_secs(150)).expect("demo stops by itself after --duration");
+    let status = wait_exit(&mut demo, Duration::from_secs(150))
+        .expect("demo stops by itself after --duration");
     assert!(status.success(), "demo exited with {status}");
 
     let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-    let thermostats: i64 = db.query_one("SELECT count(*) FROM thermostats", &[]).expect("count").get(0);
+    let thermostats: i64 = db
+        .query_one("SELECT count(*) FROM thermostats", &[])
+        .expect("count")
+        .get(0);
     assert_eq!(thermostats, 20);
 
     // The faulty thermostat is the last one the demo starts: the one with failures.
@@ -84,7 +105,10 @@ fn demo_stores_fleet_and_stops_after_duration() {
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    assert!(sparse.is_empty(), "healthy thermostats with fewer than 20 readings: {sparse:?}");
+    assert!(
+        sparse.is_empty(),
+        "healthy thermostats with fewer than 20 readings: {sparse:?}"
+    );
 
     let without_full_minute: Vec<String> = db
         .query(
@@ -96,7 +120,10 @@ fn demo_stores_fleet_and_stops_after_duration() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert!(without_full_minute.is_empty(), "no minute row with 10 polls for {without_full_minute:?}");
+    assert!(
+        without_full_minute.is_empty(),
+        "no minute row with 10 polls for {without_full_minute:?}"
+    );
 
     let faulty_failures: i64 = db
         .query_one(
@@ -105,10 +132,16 @@ fn demo_stores_fleet_and_stops_after_duration() {
         )
         .expect("faulty minute rows")
         .get(0);
-    assert!(faulty_failures > 0, "the faulty thermostat's minute rows count no failures");
+    assert!(
+        faulty_failures > 0,
+        "the faulty thermostat's minute rows count no failures"
+    );
 
     let faulty_minutes: i64 = db
-        .query_one("SELECT count(*) FROM minute_readings WHERE thermostat_id = $1", &[&faulty])
+        .query_one(
+            "SELECT count(*) FROM minute_readings WHERE thermostat_id = $1",
+            &[&faulty],
+        )
         .expect("faulty minute rows")
         .get(0);
     assert!(faulty_minutes >= 1);
@@ -122,13 +155,19 @@ fn demo_exits_zero_on_sigterm_within_five_seconds() {
 
     let started = Instant::now();
     while health_status(api).is_none() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the demo's API never answered");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the demo's API never answered"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(3));
 
     let sent = Instant::now();
-    let kill = Command::new("kill").args(["-TERM", &demo.id().to_string()]).status().expect("run kill");
+    let kill = Command::new("kill")
+        .args(["-TERM", &demo.id().to_string()])
+        .status()
+        .expect("run kill");
     assert!(kill.success());
     let status = wait_exit(&mut demo, Duration::from_secs(5));
     let took = sent.elapsed();

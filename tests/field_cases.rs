@@ -9,10 +9,14 @@ use thermostat_server::clock::SystemClock;
 use thermostat_server::device::{DeviceLink, LinkOptions, ModelProfile};
 use thermostat_server::health::Health;
 use thermostat_server::poll::schedule::ScheduleOptions;
-use thermostat_server::poll::{PollContext, ReadingSink, StatusBoard, ThermostatStatus, poll_thermostat};
+use thermostat_server::poll::{
+    PollContext, ReadingSink, StatusBoard, ThermostatStatus, poll_thermostat,
+};
 use thermostat_server::reading::{PollFailure, Reading, Tmode};
 use thermostat_server::shutdown::Shutdown;
-use thermostat_server::simulator::{self, Fault, Fleet, FleetOptions, Reply, ScriptedReply, SimStats};
+use thermostat_server::simulator::{
+    self, Fault, Fleet, FleetOptions, Reply, ScriptedReply, SimStats,
+};
 use thermostat_server::thermostat::{DeviceAddress, ThermostatId};
 
 #[derive(Default)]
@@ -104,7 +108,10 @@ fn poll_for(fleet: &Fleet, timing: Timing) -> PollRun {
     });
 
     let id = ThermostatId::parse(device.uuid()).expect("simulator uuid is valid");
-    let link = Arc::new(DeviceLink::new(DeviceAddress::new(device.address()), timing.link));
+    let link = Arc::new(DeviceLink::new(
+        DeviceAddress::new(device.address()),
+        timing.link,
+    ));
     let stopper = shutdown.clone();
     let run_for = timing.run_for;
     let timer = std::thread::spawn(move || {
@@ -125,7 +132,10 @@ fn poll_for(fleet: &Fleet, timing: Timing) -> PollRun {
 }
 
 fn temps(run: &PollRun) -> Vec<Option<f64>> {
-    run.readings.iter().map(|reading| reading.state.temp).collect()
+    run.readings
+        .iter()
+        .map(|reading| reading.state.temp)
+        .collect()
 }
 
 // BL-01: a CT80 V2.34T answers /tstat in 16.2 s and reports program_mode -1.
@@ -159,7 +169,11 @@ fn flapping_device_never_overlapped_nor_offline() {
     for round in 0..2 {
         replies.extend((0..8).map(|_| (115, Reply::State)));
         replies.push((155, Reply::State));
-        replies.push(if round == 1 { (0, Reply::Silent) } else { (550, Reply::State) });
+        replies.push(if round == 1 {
+            (0, Reply::Silent)
+        } else {
+            (550, Reply::State)
+        });
     }
     let fleet = one_device(simulator::ModelProfile::Ct50, vec![script(replies, true)]);
     let timing = Timing {
@@ -174,10 +188,23 @@ fn flapping_device_never_overlapped_nor_offline() {
     let run = poll_for(&fleet, timing);
     assert_eq!(run.stats.overlapping_requests, 0);
     assert_eq!(run.stats.max_concurrent_connections, 1);
-    assert!(run.stats.min_gap.is_some_and(|gap| gap >= Duration::from_millis(45)), "{:?}", run.stats.min_gap);
-    assert!(!run.failures.is_empty(), "the silent reply should have timed out");
+    assert!(
+        run.stats
+            .min_gap
+            .is_some_and(|gap| gap >= Duration::from_millis(45)),
+        "{:?}",
+        run.stats.min_gap
+    );
+    assert!(
+        !run.failures.is_empty(),
+        "the silent reply should have timed out"
+    );
     assert_eq!(run.status.offline_transitions, 0);
-    assert!(run.readings.len() >= 15, "only {} readings", run.readings.len());
+    assert!(
+        run.readings.len() >= 15,
+        "only {} readings",
+        run.readings.len()
+    );
 }
 
 // BL-04: the first request is accepted and never answered.
@@ -196,10 +223,20 @@ fn hung_request_abandoned_then_next_poll_succeeds() {
     timing.link.request_timeout = Duration::from_secs(1);
 
     let run = poll_for(&fleet, timing);
-    assert_eq!(run.failures.first().map(|failure| failure.kind), Some("timeout"));
-    assert!(run.readings.len() >= 2, "only {} readings", run.readings.len());
+    assert_eq!(
+        run.failures.first().map(|failure| failure.kind),
+        Some("timeout")
+    );
+    assert!(
+        run.readings.len() >= 2,
+        "only {} readings",
+        run.readings.len()
+    );
     assert_eq!(run.readings[0].state.t_heat, Some(70.0));
-    assert_eq!(run.stats.overlapping_requests, 0, "the hung connection was not closed");
+    assert_eq!(
+        run.stats.overlapping_requests, 0,
+        "the hung connection was not closed"
+    );
 }
 
 // BL-07 / BL-17: no setpoint key in auto, and t_heat reported while in cool mode.
@@ -213,7 +250,11 @@ fn missing_and_mismatched_setpoint_keys() {
     );
 
     let run = poll_for(&fleet, fast_timing(Duration::from_millis(1000)));
-    assert!(run.readings.len() >= 2, "only {} readings", run.readings.len());
+    assert!(
+        run.readings.len() >= 2,
+        "only {} readings",
+        run.readings.len()
+    );
     let (first, second) = (&run.readings[0].state, &run.readings[1].state);
     assert_eq!(first.tmode, Some(Tmode::Auto));
     assert_eq!((first.t_heat, first.t_cool), (None, None));
@@ -226,17 +267,38 @@ fn missing_and_mismatched_setpoint_keys() {
 #[test]
 fn negative_one_temperature_becomes_missing() {
     let reading = |temp: &str| {
-        format!(r#"{{"temp":{temp},"tmode":1,"fmode":0,"override":0,"hold":0,"t_heat":70.00,"tstate":0,"fstate":0,"time":{{"day":1,"hour":8,"minute":0}},"t_type_post":0}}"#)
+        format!(
+            r#"{{"temp":{temp},"tmode":1,"fmode":0,"override":0,"hold":0,"t_heat":70.00,"tstate":0,"fstate":0,"time":{{"day":1,"hour":8,"minute":0}},"t_type_post":0}}"#
+        )
     };
     let sequence = ["71.00", "71.00", "-1", "71.50", "-1", "-1", "71.50"];
-    let replies = sequence.iter().map(|temp| (0, body(&reading(temp)))).collect();
+    let replies = sequence
+        .iter()
+        .map(|temp| (0, body(&reading(temp))))
+        .collect();
     let fleet = one_device(simulator::ModelProfile::Ct50, vec![script(replies, false)]);
 
     let run = poll_for(&fleet, fast_timing(Duration::from_millis(2300)));
-    assert!(run.readings.len() >= 7, "only {} readings", run.readings.len());
-    let expected = [Some(71.0), Some(71.0), None, Some(71.5), None, None, Some(71.5)];
+    assert!(
+        run.readings.len() >= 7,
+        "only {} readings",
+        run.readings.len()
+    );
+    let expected = [
+        Some(71.0),
+        Some(71.0),
+        None,
+        Some(71.5),
+        None,
+        None,
+        Some(71.5),
+    ];
     assert_eq!(temps(&run)[..7], expected);
-    assert!(run.readings.iter().all(|reading| reading.state.t_heat == Some(70.0)));
+    assert!(
+        run.readings
+            .iter()
+            .all(|reading| reading.state.t_heat == Some(70.0))
+    );
     assert!(run.failures.is_empty());
 }
 
@@ -244,7 +306,10 @@ fn negative_one_temperature_becomes_missing() {
 #[test]
 fn half_degree_setpoint_stored_exactly() {
     let reply = r#"{"temp":68.00,"tmode":1,"fmode":0,"override":1,"hold":0,"t_heat":68.50,"tstate":1,"fstate":1,"time":{"day":5,"hour":21,"minute":40},"t_type_post":0}"#;
-    let fleet = one_device(simulator::ModelProfile::Ct50, vec![script(vec![(0, body(reply))], false)]);
+    let fleet = one_device(
+        simulator::ModelProfile::Ct50,
+        vec![script(vec![(0, body(reply))], false)],
+    );
 
     let run = poll_for(&fleet, fast_timing(Duration::from_millis(500)));
     let state = &run.readings.first().expect("one reading").state;
@@ -255,9 +320,15 @@ fn half_degree_setpoint_stored_exactly() {
 // BL-19: an unknown model string is registered with the generic profile.
 #[test]
 fn unknown_model_identified_as_generic() {
-    let fleet = one_device(simulator::ModelProfile::Generic("CT55 V9.01".into()), Vec::new());
+    let fleet = one_device(
+        simulator::ModelProfile::Generic("CT55 V9.01".into()),
+        Vec::new(),
+    );
     let device = &fleet.devices()[0];
-    let link = DeviceLink::new(DeviceAddress::new(device.address()), fast_timing(Duration::ZERO).link);
+    let link = DeviceLink::new(
+        DeviceAddress::new(device.address()),
+        fast_timing(Duration::ZERO).link,
+    );
 
     let identity = smol::block_on(link.identify()).expect("the device identifies itself");
     assert_eq!(identity.model, "CT55 V9.01");
@@ -268,10 +339,20 @@ fn unknown_model_identified_as_generic() {
 // Faults of the same kind: a body cut short and random -1 fields.
 #[test]
 fn truncated_body_is_a_failure_and_polling_continues() {
-    let fleet = one_device(simulator::ModelProfile::Ct50, vec![Fault::TruncatedJson { probability: 0.5 }]);
+    let fleet = one_device(
+        simulator::ModelProfile::Ct50,
+        vec![Fault::TruncatedJson { probability: 0.5 }],
+    );
 
     let run = poll_for(&fleet, fast_timing(Duration::from_millis(4000)));
-    assert!(run.failures.iter().any(|failure| failure.kind == "parse"), "{:?}", run.failures);
+    assert!(
+        run.failures.iter().any(|failure| failure.kind == "parse"),
+        "{:?}",
+        run.failures
+    );
     assert!(!run.readings.is_empty());
-    assert_eq!(run.readings.len() + run.failures.len(), run.status.polls as usize);
+    assert_eq!(
+        run.readings.len() + run.failures.len(),
+        run.status.polls as usize
+    );
 }

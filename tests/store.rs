@@ -100,7 +100,10 @@ fn migrations_rerun_as_noop() {
 
     assert_eq!(first, vec![1]);
     assert_eq!(second, Vec::<i32>::new());
-    assert_eq!(count(&mut client, "SELECT count(*) FROM schema_migrations"), 1);
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM schema_migrations"),
+        1
+    );
 }
 
 #[test]
@@ -135,7 +138,12 @@ fn readings_update_state_and_last_seen() {
     register(&handle, &["aa01", "bb02"]);
 
     handle.submit_reading(reading("aa01", "2024-05-01T12:00:05Z", 70.0, Tstate::Idle));
-    handle.submit_reading(reading("aa01", "2024-05-01T12:00:10Z", 70.5, Tstate::Heating));
+    handle.submit_reading(reading(
+        "aa01",
+        "2024-05-01T12:00:10Z",
+        70.5,
+        Tstate::Heating,
+    ));
     handle.submit_reading(reading("bb02", "2024-05-01T12:00:06Z", 66.0, Tstate::Idle));
     handle.submit_failure(failure("bb02", "2024-05-01T12:00:11Z"));
     let report = block_on(handle.flush()).expect("flush");
@@ -146,7 +154,10 @@ fn readings_update_state_and_last_seen() {
     assert_eq!(count(&mut client, "SELECT count(*) FROM raw_readings"), 3);
     assert_eq!(count(&mut client, "SELECT count(*) FROM poll_failures"), 1);
     let state = client
-        .query_one("SELECT temp, tstate FROM current_state WHERE thermostat_id = 'aa01'", &[])
+        .query_one(
+            "SELECT temp, tstate FROM current_state WHERE thermostat_id = 'aa01'",
+            &[],
+        )
         .expect("current_state row");
     assert_eq!(state.get::<_, Option<f64>>(0), Some(70.5));
     assert_eq!(state.get::<_, Option<i16>>(1), Some(1));
@@ -229,12 +240,22 @@ fn rollup_writes_each_closed_minute_once() {
     let handle = store.handle();
     register(&handle, &["aa01", "bb02"]);
 
-    handle.submit_reading(reading("aa01", "2024-05-01T12:00:05Z", 70.0, Tstate::Heating));
+    handle.submit_reading(reading(
+        "aa01",
+        "2024-05-01T12:00:05Z",
+        70.0,
+        Tstate::Heating,
+    ));
     handle.submit_reading(reading("aa01", "2024-05-01T12:00:10Z", 70.0, Tstate::Idle));
     handle.submit_reading(reading("aa01", "2024-05-01T12:00:15Z", 70.0, Tstate::Idle));
     handle.submit_failure(failure("aa01", "2024-05-01T12:00:20Z"));
     handle.submit_failure(failure("bb02", "2024-05-01T12:00:20Z"));
-    handle.submit_reading(reading("aa01", "2024-05-01T12:01:05Z", 70.0, Tstate::Heating));
+    handle.submit_reading(reading(
+        "aa01",
+        "2024-05-01T12:01:05Z",
+        70.0,
+        Tstate::Heating,
+    ));
     let open_minute = block_on(handle.flush()).expect("flush before minute end");
 
     clock.set(at("2024-05-01T12:01:04Z"));
@@ -263,8 +284,12 @@ fn restart_mid_minute_keeps_minutes_whole() {
     let url = support::fresh_database_url("restart_mid_minute");
     let (first, clock, _) = start_store(options(&url), at("2024-05-01T12:00:58Z"));
     register(&first.handle(), &["aa01"]);
-    first.handle().submit_reading(reading("aa01", "2024-05-01T12:00:05Z", 70.0, Tstate::Idle));
-    first.handle().submit_reading(reading("aa01", "2024-05-01T12:01:05Z", 70.0, Tstate::Idle));
+    first
+        .handle()
+        .submit_reading(reading("aa01", "2024-05-01T12:00:05Z", 70.0, Tstate::Idle));
+    first
+        .handle()
+        .submit_reading(reading("aa01", "2024-05-01T12:01:05Z", 70.0, Tstate::Idle));
     clock.set(at("2024-05-01T12:01:30Z"));
     let first_report = first.shutdown(Duration::from_secs(5));
 
@@ -272,7 +297,12 @@ fn restart_mid_minute_keeps_minutes_whole() {
     let (second, clock, _) = start_store(options(&url), at("2024-05-01T12:01:40Z"));
     let handle = second.handle();
     block_on(handle.wait_until_migrated(Duration::from_secs(10))).expect("schema in place");
-    handle.submit_reading(reading("aa01", "2024-05-01T12:01:45Z", 71.0, Tstate::Heating));
+    handle.submit_reading(reading(
+        "aa01",
+        "2024-05-01T12:01:45Z",
+        71.0,
+        Tstate::Heating,
+    ));
     block_on(handle.flush()).expect("flush mid-minute");
     clock.set(at("2024-05-01T12:02:10Z"));
     block_on(handle.flush()).expect("flush after minute end");
@@ -298,12 +328,22 @@ fn postgres_restart_loses_no_readings() {
     register(&handle, &["aa01"]);
 
     for second in 0..10 {
-        handle.submit_reading(reading("aa01", &format!("2024-05-01T12:00:{second:02}Z"), 70.0, Tstate::Idle));
+        handle.submit_reading(reading(
+            "aa01",
+            &format!("2024-05-01T12:00:{second:02}Z"),
+            70.0,
+            Tstate::Idle,
+        ));
     }
     block_on(handle.flush()).expect("flush before outage");
     cluster.stop_server().expect("stop server");
     for second in 10..30 {
-        handle.submit_reading(reading("aa01", &format!("2024-05-01T12:00:{second:02}Z"), 70.0, Tstate::Idle));
+        handle.submit_reading(reading(
+            "aa01",
+            &format!("2024-05-01T12:00:{second:02}Z"),
+            70.0,
+            Tstate::Idle,
+        ));
     }
     let during_outage = block_on(handle.flush());
     let connected_during_outage = health.snapshot().database_connected;
@@ -323,13 +363,21 @@ fn postgres_restart_loses_no_readings() {
     assert!(!connected_during_outage);
     assert_eq!(recovered.map(|flush| flush.still_buffered), Some(0));
     assert_eq!(report.readings_written, 30);
-    assert_eq!(count(&mut support::connect(&url), "SELECT count(*) FROM raw_readings"), 30);
+    assert_eq!(
+        count(
+            &mut support::connect(&url),
+            "SELECT count(*) FROM raw_readings"
+        ),
+        30
+    );
 }
 
 #[test]
 fn buffer_bound_drops_oldest() {
     let cluster = support::start_test_cluster();
-    let url = cluster.create_database("buffer_bound").expect("create database");
+    let url = cluster
+        .create_database("buffer_bound")
+        .expect("create database");
     let mut bounded = options(&url);
     bounded.buffer_limit = 5;
     let (store, _, health) = start_store(bounded, at("2024-05-01T12:00:00Z"));
@@ -338,7 +386,12 @@ fn buffer_bound_drops_oldest() {
     cluster.stop_server().expect("stop server");
 
     for second in 0..8 {
-        handle.submit_reading(reading("aa01", &format!("2024-05-01T12:00:{second:02}Z"), 70.0, Tstate::Idle));
+        handle.submit_reading(reading(
+            "aa01",
+            &format!("2024-05-01T12:00:{second:02}Z"),
+            70.0,
+            Tstate::Idle,
+        ));
     }
     let during_outage = block_on(handle.flush());
     cluster.start_server().expect("start server");
@@ -353,7 +406,10 @@ fn buffer_bound_drops_oldest() {
     store.shutdown(Duration::from_secs(5));
 
     let oldest: i64 = support::connect(&url)
-        .query_one("SELECT extract(epoch FROM min(ts))::bigint FROM raw_readings", &[])
+        .query_one(
+            "SELECT extract(epoch FROM min(ts))::bigint FROM raw_readings",
+            &[],
+        )
         .expect("oldest stored reading")
         .get(0);
     assert!(during_outage.is_err());
@@ -397,11 +453,17 @@ fn retention_deletes_old_rows_daily() {
     assert_eq!(count(&mut client, "SELECT count(*) FROM raw_readings"), 1);
     assert_eq!(count(&mut client, "SELECT count(*) FROM poll_failures"), 0);
     assert_eq!(
-        count(&mut client, "SELECT count(*) FROM minute_readings WHERE minute_ts < '2024-01-01'"),
+        count(
+            &mut client,
+            "SELECT count(*) FROM minute_readings WHERE minute_ts < '2024-01-01'"
+        ),
         0
     );
     assert_eq!(
-        count(&mut client, "SELECT count(*) FROM minute_readings WHERE minute_ts >= '2024-05-01'"),
+        count(
+            &mut client,
+            "SELECT count(*) FROM minute_readings WHERE minute_ts >= '2024-05-01'"
+        ),
         2
     );
 }
@@ -418,7 +480,10 @@ fn wal_per_reading_stays_small() {
     let mut batch = Batch::default();
     for uuid in &ids {
         client
-            .execute("INSERT INTO thermostats (thermostat_id, ip_address) VALUES ($1, '127.0.0.2')", &[uuid])
+            .execute(
+                "INSERT INTO thermostats (thermostat_id, ip_address) VALUES ($1, '127.0.0.2')",
+                &[uuid],
+            )
             .expect("insert thermostat");
         for n in 0..100 {
             let ts = format!("2024-05-01T12:{:02}:{:02}Z", n * 5 / 60, n * 5 % 60);
@@ -427,14 +492,22 @@ fn wal_per_reading_stays_small() {
     }
     client.batch_execute("CHECKPOINT").expect("checkpoint");
 
-    let before: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).expect("lsn").get(0);
+    let before: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .expect("lsn")
+        .get(0);
     write_batch(&mut client, &batch).expect("write batch");
     let bytes: i64 = client
-        .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint", &[&before])
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
+            &[&before],
+        )
         .expect("lsn diff")
         .get(0);
 
     let per_reading = bytes / 1000;
-    eprintln!("WAL for 1,000 readings in one batch: {bytes} bytes, {per_reading} bytes per reading");
+    eprintln!(
+        "WAL for 1,000 readings in one batch: {bytes} bytes, {per_reading} bytes per reading"
+    );
     assert!(per_reading < 1024, "{per_reading} bytes of WAL per reading");
 }

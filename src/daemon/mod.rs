@@ -46,7 +46,10 @@ pub struct RunOptions {
 #[derive(Debug)]
 pub enum DaemonError {
     /// The API address could not be bound.
-    Bind { address: String, error: std::io::Error },
+    Bind {
+        address: String,
+        error: std::io::Error,
+    },
     /// A thread or signal handler could not be started.
     Startup(String),
 }
@@ -81,7 +84,11 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let health = Arc::new(Health::new(clock.now().as_second()));
     let shutdown = options.shutdown.clone();
-    log::info!("thermostat-server {} starting for site {}", env!("CARGO_PKG_VERSION"), config.site.site_id);
+    log::info!(
+        "thermostat-server {} starting for site {}",
+        env!("CARGO_PKG_VERSION"),
+        config.site.site_id
+    );
 
     let listener = match options.api_listener {
         Some(listener) => listener,
@@ -92,7 +99,10 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
     let api_state = Arc::new(ApiState {
         health: health.clone(),
         clock: clock.clone(),
-        thresholds: HealthThresholds::for_polling(config.polling.interval, config.polling.request_timeout),
+        thresholds: HealthThresholds::for_polling(
+            config.polling.interval,
+            config.polling.request_timeout,
+        ),
     });
     let api = ApiServer::start(listener, api_state, API_WORKERS, shutdown.clone())
         .map_err(|error| DaemonError::Startup(error.to_string()));
@@ -104,7 +114,14 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         }
     };
 
-    let result = run_executor(config, &store.handle(), health, clock, &shutdown, options.handle_signals);
+    let result = run_executor(
+        config,
+        &store.handle(),
+        health,
+        clock,
+        &shutdown,
+        options.handle_signals,
+    );
 
     shutdown.trigger();
     let report = store.shutdown(STORE_FLUSH_DEADLINE);
@@ -115,7 +132,10 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
             STORE_FLUSH_DEADLINE.as_secs()
         );
     } else if report.timed_out {
-        log::warn!("the store thread did not stop within {} s; leaving it", STORE_FLUSH_DEADLINE.as_secs());
+        log::warn!(
+            "the store thread did not stop within {} s; leaving it",
+            STORE_FLUSH_DEADLINE.as_secs()
+        );
     } else {
         log::info!(
             "store stopped: {} readings and {} poll failures written since start, {} dropped",
@@ -131,7 +151,10 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
 
 fn bind_api(config: &Config) -> Result<TcpListener, DaemonError> {
     let address = config.api.listen;
-    TcpListener::bind(address).map_err(|error| DaemonError::Bind { address: address.to_string(), error })
+    TcpListener::bind(address).map_err(|error| DaemonError::Bind {
+        address: address.to_string(),
+        error,
+    })
 }
 
 /// Runs polling and onboarding on the executor until shutdown.
@@ -152,16 +175,31 @@ fn run_executor(
         status: Arc::new(StatusBoard::new()),
         shutdown: shutdown.clone(),
     });
-    let registry = Arc::new(Registry::new(Arc::downgrade(&executor), context, link_options(config)));
+    let registry = Arc::new(Registry::new(
+        Arc::downgrade(&executor),
+        context,
+        link_options(config),
+    ));
 
     if handle_signals {
-        let signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .map_err(|error| DaemonError::Startup(format!("cannot watch SIGTERM and SIGINT: {error}")))?;
-        executor.spawn(stop_on_signal(signals, shutdown.clone())).detach();
+        let signals =
+            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+                .map_err(|error| {
+                    DaemonError::Startup(format!("cannot watch SIGTERM and SIGINT: {error}"))
+                })?;
+        executor
+            .spawn(stop_on_signal(signals, shutdown.clone()))
+            .detach();
     }
 
     let addresses = config.thermostats.addresses.clone();
-    let startup = onboard::start_polling(store.clone(), registry.clone(), addresses, link_options(config), shutdown.clone());
+    let startup = onboard::start_polling(
+        store.clone(),
+        registry.clone(),
+        addresses,
+        link_options(config),
+        shutdown.clone(),
+    );
     executor.spawn(startup).detach();
 
     // Let the tasks see the shutdown and end on their own before the executor drops.
@@ -185,7 +223,11 @@ async fn stop_on_signal(mut signals: async_signal::Signals, shutdown: Shutdown) 
 fn store_options(config: &Config) -> StoreOptions {
     StoreOptions {
         url: config.database.url.clone(),
-        password: config.secrets.database_password.as_ref().map(|secret| secret.expose().to_string()),
+        password: config
+            .secrets
+            .database_password
+            .as_ref()
+            .map(|secret| secret.expose().to_string()),
         buffer_limit: config.database.buffer_readings,
         flush_interval: config.database.flush_interval,
         connect_timeout: config.database.connect_timeout,

@@ -40,7 +40,13 @@ pub async fn start_polling(
         if registry.id_at(address).is_some() {
             continue;
         }
-        let task = onboard_address(address, store.clone(), registry.clone(), link_options, shutdown.clone());
+        let task = onboard_address(
+            address,
+            store.clone(),
+            registry.clone(),
+            link_options,
+            shutdown.clone(),
+        );
         registry.spawn(task);
     }
 }
@@ -55,7 +61,10 @@ async fn load_known(store: &StoreHandle, shutdown: &Shutdown) -> Option<Vec<Ther
             Err(error) => {
                 attempts += 1;
                 if attempts == 1 {
-                    log::warn!("cannot load the thermostat list, retrying every {} s: {error}", DATABASE_RETRY.as_secs());
+                    log::warn!(
+                        "cannot load the thermostat list, retrying every {} s: {error}",
+                        DATABASE_RETRY.as_secs()
+                    );
                 } else {
                     log::debug!("cannot load the thermostat list (attempt {attempts}): {error}");
                 }
@@ -95,11 +104,17 @@ async fn onboard_address(
                         registry.ensure_polling(&stored.id, address, Some(link));
                         return;
                     }
-                    Err(error) => log::warn!("thermostat at {address}: cannot register it: {error}"),
+                    Err(error) => {
+                        log::warn!("thermostat at {address}: cannot register it: {error}")
+                    }
                 }
             }
             Some(Err(error)) => {
-                let level = if attempts == 1 { log::Level::Warn } else { log::Level::Debug };
+                let level = if attempts == 1 {
+                    log::Level::Warn
+                } else {
+                    log::Level::Debug
+                };
                 log::log!(
                     level,
                     "address {address}: no thermostat identified ({error}); retrying in {} s",
@@ -117,7 +132,10 @@ async fn onboard_address(
 }
 
 /// Reads the identity endpoints, or returns `None` when the daemon stops first.
-async fn identify(link: &DeviceLink, shutdown: &Shutdown) -> Option<Result<DeviceIdentity, DeviceError>> {
+async fn identify(
+    link: &DeviceLink,
+    shutdown: &Shutdown,
+) -> Option<Result<DeviceIdentity, DeviceError>> {
     let probe = async { Some(link.identify().await) };
     let stop = async {
         shutdown.wait().await;

@@ -153,7 +153,7 @@ fn judge_field(
     let kind = match *value {
         Field::Missing => return None,
         Field::Number(number) if valid(number) => return Some(number),
-        Field::Number(number) if number == -1.0 => NoteKind::NegativeOne,
+        Field::Number(-1.0) => NoteKind::NegativeOne,
         Field::Number(number) => NoteKind::OutOfRange(number),
         Field::WrongType => NoteKind::WrongType,
     };

@@ -29,6 +29,8 @@ pub struct Transition {
     /// Grid ticks that passed without a poll because the previous one was still running
     /// or the schedule was backing off.
     pub skipped_ticks: u32,
+    /// How long after its due time the poll started.
+    pub lateness: Duration,
 }
 
 /// The schedule of one thermostat.
@@ -69,9 +71,14 @@ impl PollSchedule {
 
     /// Records a poll that started at `started` and ended at `finished`, and moves the
     /// next due time to the first grid tick that is both after `finished` and at least
-    /// one (backed-off) delay after `started`.
+    /// one (backed-off) delay after the tick this poll was due at. Counting from the
+    /// due tick, not from `started`, keeps a timer that wakes a little late from
+    /// pushing every poll onto the tick after.
     pub fn record(&mut self, started: Instant, finished: Instant, outcome: Outcome) -> Transition {
-        let mut transition = Transition::default();
+        let mut transition = Transition {
+            lateness: started.saturating_duration_since(self.next_due),
+            ..Transition::default()
+        };
         match outcome {
             Outcome::Success => {
                 transition.came_online = !self.online;
@@ -87,7 +94,7 @@ impl PollSchedule {
             }
         }
 
-        let earliest = finished.max(started + self.delay());
+        let earliest = finished.max(self.next_due + self.delay());
         let next = self.first_tick_at_or_after(earliest);
         transition.skipped_ticks = self.ticks_between(self.next_due, next).saturating_sub(1);
         self.next_due = next;
@@ -142,6 +149,16 @@ mod tests {
         let transition = schedule.record(t0, t0 + secs(2.5), Outcome::Success);
         assert_eq!(schedule.next_due(), t0 + FIVE);
         assert_eq!(transition.skipped_ticks, 0);
+    }
+
+    #[test]
+    fn late_timer_wake_keeps_the_grid() {
+        let t0 = Instant::now();
+        let mut schedule = PollSchedule::new(options(), t0);
+        let started = t0 + Duration::from_millis(2);
+        let transition = schedule.record(started, started + secs(0.5), Outcome::Success);
+        assert_eq!(schedule.next_due(), t0 + FIVE);
+        assert_eq!(transition.lateness, Duration::from_millis(2));
     }
 
     #[test]

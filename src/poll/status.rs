@@ -35,18 +35,27 @@ impl StatusBoard {
 
     /// Returns a copy of every status.
     pub fn all(&self) -> Vec<(ThermostatId, ThermostatStatus)> {
-        let mut all: Vec<_> = self.lock().iter().map(|(id, status)| (id.clone(), status.clone())).collect();
+        let mut all: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(id, status)| (id.clone(), status.clone()))
+            .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 
     pub(crate) fn update(&self, id: &ThermostatId, change: impl FnOnce(&mut ThermostatStatus)) {
         let mut board = self.lock();
-        let status = board.entry(id.clone()).or_insert_with(|| ThermostatStatus { online: true, ..Default::default() });
+        let status = board.entry(id.clone()).or_insert_with(|| ThermostatStatus {
+            online: true,
+            ..Default::default()
+        });
         change(status);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ThermostatId, ThermostatStatus>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

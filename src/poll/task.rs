@@ -62,7 +62,10 @@ pub async fn poll_thermostat(
 
         let (outcome, error_text) = match result {
             Ok(reply) => (poller.handle_reply(reply), None),
-            Err(error) => (poller.handle_failure(&link, &error), Some(error.to_string())),
+            Err(error) => (
+                poller.handle_failure(&link, &error),
+                Some(error.to_string()),
+            ),
         };
         let transition = poller.schedule.record(started, Instant::now(), outcome);
         poller.publish_status(outcome, transition, error_text);
@@ -85,7 +88,10 @@ struct Poller {
 impl Poller {
     /// Sleeps until the next poll is due. Returns false when the daemon shuts down.
     async fn wait_until_due(&self) -> bool {
-        self.context.shutdown.sleep_until(self.schedule.next_due()).await
+        self.context
+            .shutdown
+            .sleep_until(self.schedule.next_due())
+            .await
     }
 
     fn handle_reply(&mut self, reply: TstatReply) -> Outcome {
