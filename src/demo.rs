@@ -13,7 +13,7 @@ use crate::shutdown::Shutdown;
 use crate::simulator::{Fault, Fleet, FleetOptions, Latency, ModelProfile};
 use crate::thermostat::DeviceAddress;
 
-/// What `demo` runs.
+/// The options of `demo`.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// Use this database instead of starting a throwaway one.
@@ -114,8 +114,8 @@ fn database(options: &DemoOptions) -> Result<(Option<TempPostgres>, String), Str
 }
 
 /// A realistic fleet whose last thermostat times out now and then and sends `-1`. The
-/// CT80 V2.34T profile is left out: it answers `/tstat` in 16 s, so a short demo
-/// would show few readings from it.
+/// CT80 V2.34T profile is left out because it replies to `/tstat` after 16 s, so a
+/// short demo would show few readings from it.
 fn fleet_options(count: usize) -> FleetOptions {
     let models = vec![
         ModelProfile::Ct50,

@@ -68,7 +68,7 @@ impl fmt::Debug for ThermostatId {
     }
 }
 
-/// Where a thermostat answers HTTP: an IP address and a port, 80 unless written out.
+/// The HTTP endpoint of a thermostat: an IP address and a port, 80 unless written out.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeviceAddress(SocketAddr);
 
@@ -136,7 +136,7 @@ impl fmt::Debug for DeviceAddress {
     }
 }
 
-/// What the daemon knows about one thermostat: a row of the `thermostats` table.
+/// The stored facts about one thermostat: a row of the `thermostats` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThermostatRecord {
     pub id: ThermostatId,
@@ -148,7 +148,7 @@ pub struct ThermostatRecord {
     pub fw_version: Option<String>,
     /// Capability names from the model profile, for example `auto_mode`.
     pub capabilities: Vec<String>,
-    /// How the address was found: `static`, `database`, `udp` or `tcp`.
+    /// The method that found the address: `static`, `database`, `udp` or `tcp`.
     pub discovery_method: String,
     pub active: bool,
     /// Kept across re-registration; set by the public server's `set_away_temp`.

@@ -82,7 +82,7 @@ fn count_so_far(client: &mut postgres::Client, sql: &str, uuid: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// Polls `condition` every 200 ms until it holds or `limit` passes.
+/// Polls `condition` every 200 ms until it is true or `limit` passes.
 fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !condition() {
@@ -252,7 +252,7 @@ fn daemon_restart_resumes_known_thermostats() {
     first.stop();
     let after_first = count(&mut db, readings_sql, &uuid);
 
-    // Without static addresses, the second run polls what the database knows.
+    // Without static addresses, the second run polls the thermostats stored in the database.
     let mut config = test_config(&url, &fleet);
     config.thermostats.addresses.clear();
     let second = RunningDaemon::start(config);

@@ -138,7 +138,7 @@ fn temps(run: &PollRun) -> Vec<Option<f64>> {
         .collect()
 }
 
-// BL-01: a CT80 V2.34T answers /tstat in 16.2 s and reports program_mode -1.
+// BL-01: a CT80 V2.34T replies to /tstat after 16.2 s and reports program_mode -1.
 #[test]
 fn slow_ct80_answer_within_default_deadline() {
     let reply = r#"{"temp":66.50,"tmode":1,"fmode":0,"override":0,"hold":0,"t_heat":67.00,"program_mode":-1,"tstate":0,"fstate":0,"time":{"day":2,"hour":7,"minute":5},"t_type_post":0}"#;
@@ -207,7 +207,7 @@ fn flapping_device_never_overlapped_nor_offline() {
     );
 }
 
-// BL-04: the first request is accepted and never answered.
+// BL-04: the first request is accepted and gets no reply.
 #[test]
 fn hung_request_abandoned_then_next_poll_succeeds() {
     let reply = std::fs::read_to_string(concat!(

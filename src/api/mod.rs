@@ -19,7 +19,7 @@ use health::{HealthThresholds, evaluate};
 /// How often a worker wakes to check for shutdown while no request comes.
 const SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
 
-/// What the request handlers read.
+/// The state that request handlers read.
 pub struct ApiState {
     pub health: Arc<Health>,
     pub clock: Arc<dyn Clock>,
@@ -99,7 +99,7 @@ fn handle(request: Request, state: &ApiState) {
         .with_status_code(status)
         .with_header(json_content_type());
     if let Err(error) = request.respond(response) {
-        log::debug!("local API: cannot send the answer to {path}: {error}");
+        log::debug!("local API: cannot send the response to {path}: {error}");
     }
 }
 

@@ -25,13 +25,13 @@ use crate::reading::{PollFailure, Reading};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreHandle, StoreOptions};
 
-/// Longest time the store gets at shutdown to write what is buffered.
+/// Maximum time the store gets at shutdown to write what is buffered.
 const STORE_FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Number of threads serving the local API.
 const API_WORKERS: usize = 2;
 
-/// How the caller wants the daemon run.
+/// Options for one run of the daemon.
 #[derive(Default)]
 pub struct RunOptions {
     /// An already bound API listener (tests bind port 0); otherwise `api.listen` is bound.
@@ -42,7 +42,7 @@ pub struct RunOptions {
     pub handle_signals: bool,
 }
 
-/// Why the daemon could not run.
+/// An error that stops the daemon from running.
 #[derive(Debug)]
 pub enum DaemonError {
     /// The API address could not be bound.

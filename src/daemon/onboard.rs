@@ -1,6 +1,6 @@
-//! Start-up onboarding: poll every active thermostat the database knows, and probe each
-//! static address from the config that no known thermostat has, registering what
-//! answers by its uuid.
+//! Start-up onboarding: poll every active thermostat stored in the database, and probe
+//! each static address from the config that no known thermostat has. A thermostat that
+//! replies is registered by its uuid.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use crate::thermostat::{DeviceAddress, ThermostatRecord};
 /// Wait between attempts to load the thermostat list while PostgreSQL is away.
 const DATABASE_RETRY: Duration = Duration::from_secs(2);
 
-/// First and longest wait between probes of a static address that does not answer.
+/// First and maximum wait between probes of a static address that does not reply.
 const PROBE_RETRY_FIRST: Duration = Duration::from_secs(10);
 const PROBE_RETRY_MAX: Duration = Duration::from_secs(300);
 
@@ -51,8 +51,8 @@ pub async fn start_polling(
     }
 }
 
-/// Loads the active thermostats, retrying until PostgreSQL answers. Returns `None` when
-/// the daemon stops first.
+/// Loads the active thermostats, retrying until PostgreSQL responds. Returns `None`
+/// when the daemon stops first.
 async fn load_known(store: &StoreHandle, shutdown: &Shutdown) -> Option<Vec<ThermostatRecord>> {
     let mut attempts = 0u32;
     loop {
@@ -76,7 +76,7 @@ async fn load_known(store: &StoreHandle, shutdown: &Shutdown) -> Option<Vec<Ther
     }
 }
 
-/// Probes `address` until a thermostat answers, then registers and polls it.
+/// Probes `address` until a thermostat replies, then registers and polls it.
 async fn onboard_address(
     address: DeviceAddress,
     store: StoreHandle,

@@ -1,8 +1,8 @@
 //! Tolerant parsing of `GET /tstat` and of `POST` replies.
 //!
-//! Real units send `-1` for a value they failed to read, leave out keys that do not
-//! apply to the current mode or model, print temperatures with one or two decimals,
-//! and on rare occasions send values no room can have. Each field is judged on its
+//! Real units send `-1` for a value they failed to read and leave out keys that do not
+//! apply to the current mode or model. They print temperatures with one or two
+//! decimals, and on rare occasions send values no room can have. Each field is judged on its
 //! own: a bad field becomes `None` with a note, and the rest of the sample is kept.
 
 use std::fmt;
@@ -19,7 +19,7 @@ pub const PLAUSIBLE_TEMP: std::ops::RangeInclusive<f64> = 10.0..=120.0;
 /// Setpoints outside this range (°F) are not ones a RadioThermostat accepts.
 pub const PLAUSIBLE_SETPOINT: std::ops::RangeInclusive<f64> = 35.0..=99.0;
 
-/// Why a whole body could not be used.
+/// An error that makes a whole body unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
     /// Not JSON, or JSON cut short.
@@ -45,7 +45,7 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// What was wrong with one field of an otherwise usable answer.
+/// The problem with one field of an otherwise usable reply.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum NoteKind {
     /// `-1`: the device failed to read this value this time.
@@ -63,7 +63,7 @@ pub struct FieldNote {
     pub kind: NoteKind,
 }
 
-/// A parsed `/tstat` answer: the usable state and the notes about dropped fields.
+/// A parsed `/tstat` reply: the usable state and the notes about dropped fields.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TstatReply {
     pub state: ThermostatState,
@@ -113,7 +113,7 @@ pub fn parse_tstat(body: &[u8]) -> Result<TstatReply, ParseError> {
     Ok(TstatReply { state, notes })
 }
 
-/// Parses the answer to a `POST`: `{"success":0}` (zero is success) or, before firmware
+/// Parses the reply to a `POST`: `{"success":0}` (zero is success) or, before firmware
 /// 1.04, the plain text `Tstat Command Processed`. Returns the device's own words on
 /// failure.
 pub fn parse_post_reply(body: &[u8]) -> Result<(), String> {

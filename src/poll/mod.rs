@@ -1,4 +1,4 @@
-//! Polling: one task per thermostat reads `/tstat` on its own schedule, turns the answer
+//! Polling: one task per thermostat reads `/tstat` on its own schedule, turns the reply
 //! into a reading, detects state changes and hands readings to the store without ever
 //! waiting on the database.
 //!

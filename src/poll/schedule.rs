@@ -14,14 +14,14 @@ pub struct ScheduleOptions {
     pub offline_after_failures: u32,
 }
 
-/// How a poll ended, as far as scheduling cares.
+/// The result of a poll, as far as scheduling is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
     Failure,
 }
 
-/// What changed for the thermostat after a poll, for logging and health.
+/// The change in a thermostat's state after a poll, for logging and health.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Transition {
     pub went_offline: bool,
@@ -69,11 +69,11 @@ impl PollSchedule {
         self.consecutive_failures
     }
 
-    /// Records a poll that started at `started` and ended at `finished`, and moves the
-    /// next due time to the first grid tick that is both after `finished` and at least
-    /// one (backed-off) delay after the tick this poll was due at. Counting from the
-    /// due tick, not from `started`, keeps a timer that wakes a little late from
-    /// pushing every poll onto the tick after.
+    /// Records a poll that started at `started` and ended at `finished`. The next poll
+    /// is due at the first grid tick after `finished` that is also at least one
+    /// (backed-off) delay after this poll's due tick. The delay counts from the due
+    /// tick, not from `started`, because a timer that wakes a little late would
+    /// otherwise push every poll onto the following tick.
     pub fn record(&mut self, started: Instant, finished: Instant, outcome: Outcome) -> Transition {
         let mut transition = Transition {
             lateness: started.saturating_duration_since(self.next_due),
@@ -101,8 +101,8 @@ impl PollSchedule {
         transition
     }
 
-    /// The delay between poll starts: the interval, doubled for each consecutive
-    /// failure after the first, capped at `max_backoff`.
+    /// Returns the delay between poll starts: the interval, doubled for each
+    /// consecutive failure after the first, capped at `max_backoff`.
     pub fn delay(&self) -> Duration {
         let doublings = self.consecutive_failures.saturating_sub(1).min(16);
         let backed_off = self.options.interval.saturating_mul(1 << doublings);
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn slow_answer_skips_missed_ticks() {
-        // A 16 s answer: the ticks at 5, 10 and 15 s are skipped, not queued.
+        // A 16 s reply: the ticks at 5, 10 and 15 s are skipped, not queued.
         let t0 = Instant::now();
         let mut schedule = PollSchedule::new(options(), t0);
         let transition = schedule.record(t0, t0 + secs(16.2), Outcome::Success);
@@ -172,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn answer_ending_on_a_tick_polls_at_that_tick() {
+    fn reply_on_tick_polls_at_tick() {
         let t0 = Instant::now();
         let mut schedule = PollSchedule::new(options(), t0);
         schedule.record(t0, t0 + FIVE, Outcome::Success);

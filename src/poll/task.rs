@@ -17,8 +17,8 @@ use crate::reading::{PollFailure, Reading, ThermostatState};
 use crate::shutdown::Shutdown;
 use crate::thermostat::ThermostatId;
 
-/// Where readings go. The store implements it with a non-blocking queue; it must never
-/// wait on the database.
+/// The destination of readings and failures. Implementations must return at once and
+/// never wait on the database, because the caller is a polling task.
 pub trait ReadingSink: Send + Sync {
     fn submit_reading(&self, reading: Reading);
     fn submit_failure(&self, failure: PollFailure);
