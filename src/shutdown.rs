@@ -51,6 +51,16 @@ impl Shutdown {
         }
     }
 
+    /// Runs `work` to completion, or returns `None` as soon as the shutdown starts.
+    pub async fn or_stop<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        let work = async { Some(work.await) };
+        let stop = async {
+            self.wait().await;
+            None
+        };
+        future::or(stop, work).await
+    }
+
     /// Sleeps until `deadline`. Returns false, early, when the shutdown starts first.
     pub async fn sleep_until(&self, deadline: Instant) -> bool {
         let sleep = async {

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::future;
-
-use crate::device::{DeviceError, DeviceIdentity, DeviceLink, LinkOptions};
+use crate::device::{DeviceIdentity, DeviceLink, LinkOptions};
 use crate::poll::Registry;
 use crate::shutdown::Shutdown;
 use crate::store::StoreHandle;
@@ -90,7 +88,7 @@ async fn onboard_address(
 
     loop {
         attempts += 1;
-        match identify(&link, &shutdown).await {
+        match shutdown.or_stop(link.identify()).await {
             Some(Ok(identity)) => {
                 let record = static_record(address, identity);
                 match store.upsert_thermostat(record).await {
@@ -129,19 +127,6 @@ async fn onboard_address(
         }
         delay = (delay * 2).min(PROBE_RETRY_MAX);
     }
-}
-
-/// Reads the identity endpoints, or returns `None` when the daemon stops first.
-async fn identify(
-    link: &DeviceLink,
-    shutdown: &Shutdown,
-) -> Option<Result<DeviceIdentity, DeviceError>> {
-    let probe = async { Some(link.identify().await) };
-    let stop = async {
-        shutdown.wait().await;
-        None
-    };
-    future::or(stop, probe).await
 }
 
 fn static_record(address: DeviceAddress, identity: DeviceIdentity) -> ThermostatRecord {

@@ -5,8 +5,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_lite::future;
-
 use super::change::{ChangeType, detect_change, merge_known};
 use super::schedule::{Outcome, PollSchedule, ScheduleOptions, Transition};
 use super::status::StatusBoard;
@@ -51,14 +49,9 @@ pub async fn poll_thermostat(
 
     while poller.wait_until_due().await {
         let started = Instant::now();
-        let result = future::or(link.read_state(), async {
-            poller.context.shutdown.wait().await;
-            Err(DeviceError::Protocol("daemon is shutting down".into()))
-        })
-        .await;
-        if poller.context.shutdown.is_triggered() {
+        let Some(result) = poller.context.shutdown.or_stop(link.read_state()).await else {
             break;
-        }
+        };
 
         let (outcome, error_text) = match result {
             Ok(reply) => (poller.handle_reply(reply), None),
