@@ -864,3 +864,26 @@ fn cli_serves_until_sigterm() {
         );
     }
 }
+
+#[test]
+fn large_fleet_serves_every_device() {
+    let fleet = Fleet::start(FleetOptions {
+        count: 60,
+        seed: 11,
+        ..FleetOptions::default()
+    })
+    .expect("fleet started");
+
+    let mut uuids: Vec<String> = Vec::new();
+    for device in fleet.devices() {
+        let sys = get(device.address(), "/sys").json();
+        assert_eq!(sys["uuid"], device.uuid());
+        let model = get(device.address(), "/tstat/model").json();
+        assert_eq!(model["model"], device.model().model_string());
+        uuids.push(device.uuid().to_string());
+    }
+
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), 60);
+}

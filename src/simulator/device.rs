@@ -306,6 +306,8 @@ impl DeviceCore {
             ("GET", "/tstat/humidity") => ok(unit.humidity_body().render()),
             ("GET", "/tstat/program/heat") => ok(unit.program_body(false)),
             ("GET", "/tstat/program/cool") => ok(unit.program_body(true)),
+            // NOTE: program writes (`POST /tstat/program/...`) are not simulated and
+            // get the 404 page.
             ("GET", path) => match path
                 .strip_prefix("/tstat/")
                 .and_then(|key| unit.field_body(key))
@@ -421,6 +423,8 @@ impl SimHandle {
 
     /// Simulates a power cycle: for `downtime` every connection is reset without a
     /// reply. Hold, any temporary override and any flood lockout are lost.
+    /// NOTE: the listener stays bound, so clients still connect and then see a reset,
+    /// where a real unit that is off makes the connect itself time out.
     pub fn power_cycle(&self, downtime: Duration) {
         let mut core = self.device.core();
         let sim_now = self.device.clock.sim_seconds(Instant::now());

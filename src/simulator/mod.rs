@@ -15,6 +15,9 @@
 //! fleet.stop();
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! NOTE: the devices do not respond to WM-DISCOVER, so tests give the daemon their
+//! addresses directly.
 
 mod cli;
 mod device;
@@ -127,7 +130,8 @@ impl SimDevice {
 }
 
 /// A running fleet. Dropping it, or calling `stop`, stops every device and closes
-/// its port before returning.
+/// its port before returning. Both block until the fleet's thread has ended, so
+/// call them from synchronous code or a blocking thread, not from an async task.
 pub struct Fleet {
     devices: Vec<SimDevice>,
     shutdown: Shutdown,
