@@ -111,7 +111,7 @@ fn single(model: ModelProfile) -> (Fleet, SocketAddr) {
     (fleet, address)
 }
 
-/// The keys of a JSON object body in the order they appear.
+/// Lists the top-level keys of a JSON object body in the order they appear.
 fn key_order(body: &str) -> Vec<String> {
     let inner = body.trim().trim_start_matches('{');
     let mut keys = Vec::new();
@@ -204,18 +204,14 @@ fn setpoint_keys_follow_mode() {
 
     post(address, "/tstat", r#"{"tmode":0}"#);
     let off = get(address, "/tstat").json();
-    assert!(
-        off.get("t_heat").is_none() && off.get("t_cool").is_none(),
-        "{off}"
-    );
+    assert!(off.get("t_heat").is_none(), "{off}");
+    assert!(off.get("t_cool").is_none(), "{off}");
 
     post(address, "/tstat", r#"{"tmode":3}"#);
     let auto = get(address, "/tstat").json();
     assert_eq!(auto["tmode"], 3);
-    assert!(
-        auto.get("t_heat").is_none() && auto.get("t_cool").is_none(),
-        "{auto}"
-    );
+    assert!(auto.get("t_heat").is_none(), "{auto}");
+    assert!(auto.get("t_cool").is_none(), "{auto}");
 
     let ttemp = get(address, "/tstat/ttemp").json();
     assert!(ttemp["t_heat"].is_f64(), "{ttemp}");
@@ -766,4 +762,128 @@ fn cli_usage_errors_exit_2() {
     assert_eq!(run_cli(args(&["--fault", "0:explode"])), 2);
     assert_eq!(run_cli(args(&["--frobnicate"])), 2);
     assert_eq!(run_cli(args(&["--help"])), 0);
+}
+
+/// Set in the child process that `cli_serves_until_sigterm` starts.
+const CLI_CHILD_ENV: &str = "SIMULATOR_CLI_CHILD";
+
+/// Runs `run_cli` in a child copy of this test binary, so the SIGTERM it receives
+/// cannot reach the other tests. Only `cli_serves_until_sigterm` runs it.
+#[test]
+#[ignore = "runs only as the child process of cli_serves_until_sigterm"]
+fn cli_child_process() {
+    assert_eq!(std::env::var(CLI_CHILD_ENV).as_deref(), Ok("1"));
+    let args = [
+        "--count",
+        "2",
+        "--model",
+        "ct50",
+        "--seed",
+        "7",
+        "--latency",
+        "fast",
+    ];
+    let code = run_cli(args.iter().map(OsString::from).collect());
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn cli_serves_until_sigterm() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let test_binary = std::env::current_exe().expect("test binary path");
+    let mut child = Command::new(test_binary)
+        .args([
+            "--exact",
+            "cli_child_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CLI_CHILD_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("child started");
+    let stdout = child.stdout.take().expect("child stdout");
+    let (line_sender, line_receiver) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // libtest may print "test cli_child_process ... " on the same line as the
+    // first device, so each line is searched for an address and the uuid after it.
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    let mut devices = Vec::new();
+    while devices.len() < 2 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = line_receiver.recv_timeout(remaining) else {
+            let _ = child.kill();
+            panic!(
+                "the CLI printed {} device lines before the deadline",
+                devices.len()
+            );
+        };
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(position) = fields
+            .iter()
+            .position(|field| field.parse::<SocketAddr>().is_ok())
+        else {
+            continue;
+        };
+        let address: SocketAddr = fields[position].parse().expect("address");
+        let uuid = fields
+            .get(position + 1)
+            .expect("uuid after the address")
+            .to_string();
+        devices.push((address, uuid, line.clone()));
+    }
+
+    for (address, uuid, line) in &devices {
+        assert!(line.ends_with("CT50 V1.94"), "{line}");
+        assert_eq!(get(*address, "/sys").json()["uuid"], uuid.as_str());
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill ran");
+    assert!(status.success());
+    let exit = child.wait().expect("child exited");
+    assert!(exit.success(), "child exit {exit:?}");
+    for (address, _, _) in devices {
+        assert!(
+            TcpStream::connect_timeout(&address, SILENCE_TIMEOUT).is_err(),
+            "{address} still accepts"
+        );
+    }
+}
+
+#[test]
+fn large_fleet_serves_every_device() {
+    let fleet = Fleet::start(FleetOptions {
+        count: 60,
+        seed: 11,
+        ..FleetOptions::default()
+    })
+    .expect("fleet started");
+
+    let mut uuids: Vec<String> = Vec::new();
+    for device in fleet.devices() {
+        let sys = get(device.address(), "/sys").json();
+        assert_eq!(sys["uuid"], device.uuid());
+        let model = get(device.address(), "/tstat/model").json();
+        assert_eq!(model["model"], device.model().model_string());
+        uuids.push(device.uuid().to_string());
+    }
+
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), 60);
 }

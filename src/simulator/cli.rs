@@ -31,7 +31,7 @@ Options:
   --bind IP          address every device listens on (default 127.0.0.1)
   --base-port P      port of the first device; device i listens on P+i
                      (default 0: an ephemeral port per device)
-  --latency L        answer delay: fast (none), realistic (about 2.5 s for /tstat
+  --latency L        reply delay: fast (none), realistic (about 2.5 s for /tstat
                      with a long tail), or a fixed delay in milliseconds (default fast)
   --seed S           seed for uuids, temperatures, delays and faults (default 1)
   --model NAME       model profile; repeat to cycle through several. NAME is one of
@@ -39,8 +39,8 @@ Options:
                      generic:MODEL_STRING (default: cycle through the first five)
   --fault INDEX:KIND inject a fault into device INDEX (counted from 0); repeatable.
                      KIND is one of:
-                       slow=MS                   add MS milliseconds to every answer
-                       hang                      read each request, never answer
+                       slow=MS                   add MS milliseconds to every reply
+                       hang                      read each request, never reply
                        neg1=P                    -1 in /tstat fields with probability P (0 to 1)
                        truncated=P               cut JSON bodies with probability P
                        flood=N/WINDOW_MS/LOCKOUT_MS
@@ -102,7 +102,7 @@ fn run(options: FleetOptions) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What the command line asks for.
+/// Action requested on the command line.
 #[derive(Debug)]
 enum Command {
     Help,

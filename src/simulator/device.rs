@@ -2,7 +2,7 @@
 //! request to a reply with faults and latency applied, and `SimHandle`, the control
 //! handle tests and the demo use to change a running device.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::fault::{
@@ -36,12 +36,12 @@ pub struct Request {
     pub body: String,
 }
 
-/// What the server does with a request.
+/// The server's action for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Prepared {
     /// Wait `delay`, then send these bytes.
     Answer { delay: Duration, bytes: Vec<u8> },
-    /// Wait `delay`, then hold the connection without answering until the client
+    /// Wait `delay`, then hold the connection without replying until the client
     /// leaves, or until `until` when set.
     Silent {
         delay: Duration,
@@ -112,15 +112,11 @@ impl DeviceShared {
     /// Locks the core. A panic while it was held cannot leave it half-changed in a
     /// way that matters to a simulator, so a poisoned lock is taken over.
     fn core(&self) -> MutexGuard<'_, DeviceCore> {
-        self.core
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn stats(&self) -> MutexGuard<'_, StatsRecorder> {
-        self.stats
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn uuid(&self) -> String {
@@ -233,9 +229,8 @@ impl DeviceCore {
         match plan.action {
             ReplyAction::Silent => {
                 self.warn_once_silent();
-                if let Ok(mut stats) = stats.lock() {
-                    stats.stats.silent_replies += 1;
-                }
+                let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+                stats.stats.silent_replies += 1;
                 Prepared::Silent { delay, until: None }
             }
             ReplyAction::Answer {
@@ -311,6 +306,8 @@ impl DeviceCore {
             ("GET", "/tstat/humidity") => ok(unit.humidity_body().render()),
             ("GET", "/tstat/program/heat") => ok(unit.program_body(false)),
             ("GET", "/tstat/program/cool") => ok(unit.program_body(true)),
+            // NOTE: program writes (`POST /tstat/program/...`) are not simulated and
+            // get the 404 page.
             ("GET", path) => match path
                 .strip_prefix("/tstat/")
                 .and_then(|key| unit.field_body(key))
@@ -415,7 +412,7 @@ impl SimHandle {
         self.device.core().thermostat.post_options = options;
     }
 
-    /// A copy of the statistics so far.
+    /// Returns a copy of the statistics so far.
     pub fn stats(&self) -> SimStats {
         self.device.stats().stats.clone()
     }
@@ -424,8 +421,10 @@ impl SimHandle {
         self.device.stats().reset();
     }
 
-    /// Simulates a power cycle: for `downtime` every connection is reset without an
-    /// answer; hold, any temporary override and any flood lockout are lost.
+    /// Simulates a power cycle: for `downtime` every connection is reset without a
+    /// reply. Hold, any temporary override and any flood lockout are lost.
+    /// NOTE: the listener stays bound, so clients still connect and then see a reset,
+    /// where a real unit that is off makes the connect itself time out.
     pub fn power_cycle(&self, downtime: Duration) {
         let mut core = self.device.core();
         let sim_now = self.device.clock.sim_seconds(Instant::now());
@@ -462,7 +461,7 @@ impl SimHandle {
             .set_clock(day % 7, hour % 24, minute % 60);
     }
 
-    /// The current `/tstat` body without faults.
+    /// Renders the current `/tstat` body without faults.
     pub fn tstat_body(&self) -> String {
         let mut core = self.device.core();
         core.thermostat

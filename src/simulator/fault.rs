@@ -11,11 +11,11 @@ use super::tstat::{Body, Field};
 /// that silences a reply wins over the others.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
-    /// Adds this delay to every answer.
+    /// Adds this delay to every reply.
     Slow(Duration),
-    /// Adds this delay to answers for one path, for example `/tstat/model`.
+    /// Adds this delay to replies for one path, for example `/tstat/model`.
     SlowPath { path: String, delay: Duration },
-    /// Accepts and reads each request but never answers; the socket stays open
+    /// Accepts and reads each request but never replies. The socket stays open
     /// until the client goes away or the fleet stops.
     Hang,
     /// With this probability per `/tstat` reply, some fields read `-1`.
@@ -24,7 +24,7 @@ pub enum Fault {
     /// `Content-Length` matches the cut body, so the HTTP layer stays valid.
     TruncatedJson { probability: f64 },
     /// More than `max_requests` requests within `window` lock the device out: it
-    /// stops answering and accepting for `lockout`.
+    /// stops replying and accepting for `lockout`.
     FloodLockout {
         max_requests: u32,
         window: Duration,
@@ -64,11 +64,11 @@ pub enum Reply {
     Body(String),
     /// The device's current `/tstat` state, as without a script.
     State,
-    /// Keep the connection open and never answer.
+    /// Keep the connection open and never reply.
     Silent,
 }
 
-/// What the server does with one request after reading it.
+/// The server's plan for one request after reading it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplyPlan {
     /// Delay added to the latency model, or replacing it for a scripted reply.
@@ -88,7 +88,7 @@ pub enum ReplyAction {
         negative_one: bool,
         truncate: bool,
     },
-    /// Never answer; hold the connection until the client leaves.
+    /// Never reply. Hold the connection until the client leaves.
     Silent,
 }
 
@@ -294,7 +294,7 @@ impl FloodGovernor {
         self.locked_until.filter(|until| now < *until)
     }
 
-    /// Ends any lockout and forgets the request history, as a power cycle does.
+    /// Ends any lockout and clears the request history, as a power cycle does.
     pub fn reset(&mut self) {
         self.recent.clear();
         self.locked_until = None;
@@ -312,7 +312,7 @@ fn flood_settings(faults: &[Fault]) -> Option<(u32, Duration, Duration)> {
     })
 }
 
-/// Whether `faults` ask to reset a second concurrent connection.
+/// Returns whether `faults` request a reset of a second concurrent connection.
 pub fn refuses_concurrent(faults: &[Fault]) -> bool {
     faults
         .iter()
@@ -330,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn no_fault_answers_plainly() {
+    fn no_fault_replies_plainly() {
         let plan = plan(&[], "/tstat");
         assert_eq!(plan.extra_delay, Duration::ZERO);
         assert_eq!(

@@ -21,7 +21,7 @@ pub struct RequestHead {
     pub head_len: usize,
 }
 
-/// Why a request could not be read.
+/// Failure to read a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestError {
     HeadTooLarge,

@@ -1,11 +1,11 @@
-//! How long a simulated thermostat takes to answer: none, a fixed delay, or the
+//! How long a simulated thermostat takes to reply: none, a fixed delay, or the
 //! long-tailed delays of real units, drawn from a seeded random generator.
 
 use std::time::Duration;
 
 use super::profile::ModelProfile;
 
-/// Answer delay model for a device.
+/// Reply delay model for a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Latency {
     /// No delay, for load tests.
@@ -21,7 +21,7 @@ pub enum Latency {
 /// Upper bound of any realistic delay.
 const MAX_REALISTIC: Duration = Duration::from_secs(60);
 
-/// Which kind of endpoint a request hits, for realistic delays.
+/// Endpoint class of a request, for realistic delays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndpointKind {
     /// `GET` or `POST /tstat`.
@@ -72,7 +72,7 @@ fn realistic(endpoint: EndpointKind, profile: &ModelProfile, rng: &mut fastrand:
     Duration::from_secs_f64(seconds).min(MAX_REALISTIC)
 }
 
-/// A `/tstat` delay: 2.2 s plus a lognormal tail with median 0.25 s, so the mean is
+/// Draws a `/tstat` delay: 2.2 s plus a lognormal tail with median 0.25 s, so the mean is
 /// about 2.56 s and about 1 % of draws exceed 4 s. One draw in 5000 instead takes
 /// 10 to 60 s. The shape is an estimate fitted to one published timing of 17,121
 /// CT50 requests (min 2.24 s, mean 2.55 s, max 61.6 s, ~1 % above 4 s).
@@ -87,7 +87,7 @@ fn uniform(low: f64, high: f64, rng: &mut fastrand::Rng) -> f64 {
     low + (high - low) * rng.f64()
 }
 
-/// A lognormal draw from a Box-Muller normal.
+/// Draws a lognormal value from a Box-Muller normal.
 fn lognormal(mu: f64, sigma: f64, rng: &mut fastrand::Rng) -> f64 {
     let u1 = rng.f64().max(f64::MIN_POSITIVE);
     let u2 = rng.f64();

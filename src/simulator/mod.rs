@@ -15,6 +15,9 @@
 //! fleet.stop();
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! NOTE: the devices do not respond to WM-DISCOVER, so tests give the daemon their
+//! addresses directly.
 
 mod cli;
 mod device;
@@ -120,14 +123,15 @@ impl SimDevice {
         &self.model
     }
 
-    /// The control handle; clone it to keep it past the fleet's borrow.
+    /// Returns the control handle. Clone it to keep it past the fleet's borrow.
     pub fn handle(&self) -> &SimHandle {
         &self.handle
     }
 }
 
 /// A running fleet. Dropping it, or calling `stop`, stops every device and closes
-/// its port before returning.
+/// its port before returning. Both block until the fleet's thread has ended, so
+/// call them from synchronous code or a blocking thread, not from an async task.
 pub struct Fleet {
     devices: Vec<SimDevice>,
     shutdown: Shutdown,
@@ -291,7 +295,7 @@ fn model_for(options: &FleetOptions, index: usize) -> ModelProfile {
     }
 }
 
-/// The uuid of device `index`: the OUI prefix and a 24-bit suffix. Suffixes start at
+/// Derives the uuid of device `index`: the OUI prefix and a 24-bit suffix. Suffixes start at
 /// a seed-derived value and count up, so they are unique within a fleet.
 pub fn device_uuid(seed: u64, index: usize) -> String {
     let suffix = (mix(seed) as usize).wrapping_add(index) % MAX_DEVICES;
@@ -306,7 +310,7 @@ fn mix(value: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The local wall-clock time as minutes since Monday 00:00, the devices' start time.
+/// Returns the local wall-clock time as minutes since Monday 00:00, the devices' start time.
 fn local_week_minute() -> u32 {
     let now = jiff::ZonedDateTime::now();
     let day = u32::try_from(now.weekday().to_monday_zero_offset()).unwrap_or(0);

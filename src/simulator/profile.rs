@@ -54,7 +54,7 @@ impl ModelProfile {
         }
     }
 
-    /// The `/tstat/model` string.
+    /// Returns the `/tstat/model` string.
     pub fn model_string(&self) -> &str {
         match self {
             Self::Ct30 => "CT30 V1.94",
@@ -66,38 +66,38 @@ impl ModelProfile {
         }
     }
 
-    /// Whether `tmode` 3 (auto) is accepted.
+    /// Returns whether `tmode` 3 (auto) is accepted.
     pub fn supports_auto(&self) -> bool {
         matches!(self, Self::Ct80RevB | Self::Ct80V234T | Self::Generic(_))
     }
 
-    /// Whether `fmode` 1 (auto/circulate) is accepted.
+    /// Returns whether `fmode` 1 (auto/circulate) is accepted.
     pub fn supports_circulate(&self) -> bool {
         matches!(self, Self::Ct80RevB | Self::Ct80V234T | Self::Generic(_))
     }
 
-    /// Whether `/tstat` shows `override` 1 while a temporary setpoint is in force.
+    /// Returns whether `/tstat` shows `override` 1 while a temporary setpoint is in force.
     /// The CT30 and the CT50 V1.09 keep the override internally but always print 0.
     pub fn reports_override(&self) -> bool {
         !matches!(self, Self::Ct30 | Self::Ct50V109)
     }
 
-    /// Whether `it_heat`/`it_cool` set a target without changing the mode.
+    /// Returns whether `it_heat`/`it_cool` set a target without changing the mode.
     pub fn supports_interior_targets(&self) -> bool {
         matches!(self, Self::Ct80RevB)
     }
 
-    /// Whether `/tstat` carries `program_mode` at all.
+    /// Returns whether `/tstat` carries `program_mode` at all.
     pub fn reports_program_mode(&self) -> bool {
         matches!(self, Self::Ct80RevB | Self::Ct80V234T)
     }
 
-    /// Whether `program_mode` is stuck at -1 ("not supported") whatever is written.
+    /// Returns whether `program_mode` is stuck at -1 ("not supported") whatever is written.
     pub fn program_mode_unsupported(&self) -> bool {
         matches!(self, Self::Ct80V234T)
     }
 
-    /// Whether `/tstat/humidity` returns a reading instead of `-1.00`.
+    /// Returns whether `/tstat/humidity` returns a reading instead of `-1.00`.
     pub fn has_humidity_sensor(&self) -> bool {
         matches!(self, Self::Ct80RevB | Self::Ct80V234T)
     }
@@ -111,7 +111,7 @@ impl ModelProfile {
         }
     }
 
-    /// The `/tstat` latency this model has in realistic mode instead of the fleet's,
+    /// Returns the `/tstat` latency this model has in realistic mode instead of the fleet's,
     /// drawn uniformly from the returned range.
     pub fn realistic_tstat_latency(&self) -> Option<(Duration, Duration)> {
         match self {

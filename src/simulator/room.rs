@@ -6,7 +6,7 @@
 /// relay can switch between steps.
 const MAX_STEP_SECONDS: f64 = 30.0;
 
-/// Longest advance simulated step by step, in seconds (one week). A longer gap is
+/// Maximum advance simulated step by step, in seconds (one week). A longer gap is
 /// clipped: the room has long reached equilibrium by then.
 const MAX_ADVANCE_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
@@ -14,7 +14,7 @@ const MAX_ADVANCE_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 /// the heat target, and back to heating duty this many °F below the cool target.
 pub const AUTO_CHANGEOVER_F: f64 = 3.0;
 
-/// What the HVAC relay does, with the `tstate` codes of the device protocol.
+/// State of the HVAC relay, with the `tstate` codes of the device protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relay {
     Idle,
@@ -23,7 +23,7 @@ pub enum Relay {
 }
 
 impl Relay {
-    /// The `tstate` value: 0 idle, 1 heating, 2 cooling.
+    /// Returns the `tstate` value: 0 idle, 1 heating, 2 cooling.
     pub fn code(self) -> i64 {
         match self {
             Self::Idle => 0,
@@ -33,7 +33,7 @@ impl Relay {
     }
 }
 
-/// Which way the thermostat works, derived from `tmode` and the two targets.
+/// Control mode of the thermostat, derived from `tmode` and the two targets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Control {
     Off,
@@ -94,7 +94,7 @@ impl Room {
         self.relay
     }
 
-    /// The temperature the thermostat reports: the indoor value rounded to 0.5 °F.
+    /// Returns the temperature the thermostat reports: the indoor value rounded to 0.5 °F.
     pub fn reported_f(&self) -> f64 {
         round_half(self.indoor_f)
     }

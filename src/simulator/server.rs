@@ -166,7 +166,7 @@ async fn send(stream: &mut Async<TcpStream>, bytes: &[u8]) {
     }
 }
 
-/// Why a request could not be read.
+/// Failure to read a request.
 #[derive(Debug)]
 enum ReadError {
     Io(io::Error),
@@ -235,7 +235,7 @@ async fn read_more(
     Ok(())
 }
 
-/// Keeps the connection open without answering until the client closes it, or
+/// Keeps the connection open without replying until the client closes it, or
 /// until `until` when given. Input is read and discarded.
 async fn hold_silently(stream: &mut Async<TcpStream>, until: Option<Instant>) {
     let drain = async {

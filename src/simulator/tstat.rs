@@ -14,10 +14,10 @@ const MINUTES_PER_DAY: u32 = 24 * 60;
 const SECONDS_PER_WEEK: f64 = 7.0 * 24.0 * 3600.0;
 
 /// Setpoints outside this range (°F) are ignored, as firmware ignores invalid values
-/// while still answering success.
+/// while still returning success.
 const SETPOINT_RANGE_F: std::ops::RangeInclusive<f64> = 35.0..=95.0;
 
-/// Longest name `POST /sys/name` stores, in bytes.
+/// Maximum length of a name stored by `POST /sys/name`, in bytes.
 const MAX_NAME_LEN: usize = 32;
 
 /// Default program periods `(minute after midnight, °F)` for every day.
@@ -61,7 +61,7 @@ pub struct PostOptions {
     pub only_first_interior_target: bool,
     /// Probability (0 to 1) that a POST which changes `tmode` also clears hold.
     pub hold_drop_probability: f64,
-    /// Answer POSTs with the plain text `Tstat Command Processed`, like firmware
+    /// Reply to POSTs with the plain text `Tstat Command Processed`, like firmware
     /// older than 1.04.
     pub plain_text_reply: bool,
 }
@@ -76,7 +76,7 @@ impl Default for PostOptions {
     }
 }
 
-/// Error for a POST body the device cannot use; the device answers `{"error":-1}`.
+/// Error for a POST body the device cannot use; the device replies `{"error":-1}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidPost(pub String);
 
@@ -88,7 +88,7 @@ impl std::fmt::Display for InvalidPost {
 
 impl std::error::Error for InvalidPost {}
 
-/// Which keys of a POST changed the state and which were accepted but ignored.
+/// The keys of a POST that changed the state, and those accepted but ignored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PostOutcome {
     pub applied: Vec<String>,
@@ -178,7 +178,7 @@ impl WeekProgram {
         (previous_day * 16 + index, target)
     }
 
-    /// The `/tstat/program/heat|cool` body: `{"0":[min,temp,…],…,"6":[…]}`.
+    /// Renders the `/tstat/program/heat|cool` body: `{"0":[min,temp,…],…,"6":[…]}`.
     pub fn render(&self) -> String {
         let mut out = String::from("{");
         for (day, periods) in self.days.iter().enumerate() {
@@ -275,7 +275,7 @@ impl Thermostat {
         self.hold
     }
 
-    /// Whether a temporary setpoint is in force, whatever the profile reports.
+    /// Returns whether a temporary setpoint is in force, whatever the profile reports.
     pub fn temporary_override(&self) -> bool {
         self.temporary_override
     }
@@ -288,7 +288,7 @@ impl Thermostat {
         self.cool_target
     }
 
-    /// The device clock as minutes since Monday 00:00.
+    /// Returns the device clock as minutes since Monday 00:00.
     pub fn week_minute(&self) -> u32 {
         let seconds = (self.clock_origin + self.sim_now).rem_euclid(SECONDS_PER_WEEK);
         (seconds / 60.0) as u32
@@ -356,7 +356,7 @@ impl Thermostat {
         }
     }
 
-    /// The `GET /tstat` body with keys in the order real units print them.
+    /// Builds the `GET /tstat` body with keys in the order real units print them.
     pub fn tstat_body(&self) -> Body {
         let mut fields = vec![
             ("temp", Field::Temp(self.room.reported_f())),
@@ -478,7 +478,7 @@ impl Thermostat {
     }
 
     /// Applies `POST /tstat`, key by key in body order, the way the firmware does.
-    /// Unknown keys and invalid values are ignored, so the caller still answers
+    /// Unknown keys and invalid values are ignored, so the caller still replies with
     /// success for them. `rng` decides whether a mode change drops hold.
     pub fn apply_post(
         &mut self,
@@ -659,7 +659,7 @@ impl Thermostat {
     }
 }
 
-/// The factory name: `thermostat-` and the last three uuid bytes, upper-case.
+/// Builds the factory name: `thermostat-` and the last three uuid bytes, upper-case.
 pub fn default_name(uuid: &str) -> String {
     let tail = uuid.get(uuid.len().saturating_sub(6)..).unwrap_or(uuid);
     let upper = tail.to_ascii_uppercase();
@@ -670,8 +670,8 @@ pub fn default_name(uuid: &str) -> String {
     format!("thermostat-{}", bytes.join("-"))
 }
 
-/// A numeric setpoint rounded to the device's 0.5 °F resolution, or `None` when the
-/// value is not a number or outside the accepted range.
+/// Rounds a numeric setpoint to the device's 0.5 °F resolution. Returns `None` when
+/// the value is not a number or outside the accepted range.
 fn setpoint(value: &Value) -> Option<f64> {
     let target = round_half(value.as_f64()?);
     SETPOINT_RANGE_F.contains(&target).then_some(target)
