@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::change::{ChangeType, detect_change, merge_known};
+use super::change::{ChangeType, StateChange, detect_change, merge_known};
 use super::schedule::{Outcome, PollSchedule, ScheduleOptions, Transition};
 use super::status::StatusBoard;
 use crate::clock::Clock;
@@ -94,17 +94,7 @@ impl Poller {
         }
 
         if let Some(change) = detect_change(self.baseline.as_ref(), &reply.state) {
-            let level = match change.change_type {
-                ChangeType::Temperature | ChangeType::HvacState => log::Level::Debug,
-                _ => log::Level::Info,
-            };
-            log::log!(
-                level,
-                "thermostat {}: {} change ({})",
-                self.id,
-                change.change_type.as_str(),
-                change.fields.join(", ")
-            );
+            self.log_change(&change, &reply.state);
         }
         self.baseline = Some(merge_known(self.baseline.as_ref(), &reply.state));
 
@@ -138,6 +128,28 @@ impl Poller {
             kind: error.kind(),
         });
         Outcome::Failure
+    }
+
+    fn log_change(&self, change: &StateChange, state: &ThermostatState) {
+        if change.change_type == ChangeType::Initial {
+            log::info!(
+                "thermostat {}: first reading: {}",
+                self.id,
+                describe_fields(state, &ALL_FIELDS)
+            );
+            return;
+        }
+        let level = match change.change_type {
+            ChangeType::Temperature | ChangeType::HvacState => log::Level::Debug,
+            _ => log::Level::Info,
+        };
+        log::log!(
+            level,
+            "thermostat {}: {} change: {}",
+            self.id,
+            change.change_type.as_str(),
+            describe_fields(state, &change.fields)
+        );
     }
 
     fn publish_status(&self, outcome: Outcome, transition: Transition, error: Option<String>) {
@@ -199,4 +211,34 @@ impl Poller {
             );
         }
     }
+}
+
+/// Every field `describe_fields` knows, in the order of the device's `/tstat` body.
+const ALL_FIELDS: [&str; 9] = [
+    "temp", "tmode", "fmode", "override", "hold", "t_heat", "t_cool", "tstate", "fstate",
+];
+
+/// Formats `fields` of `state` as `name=value` pairs, with `?` for an unknown value.
+fn describe_fields(state: &ThermostatState, fields: &[&'static str]) -> String {
+    let flag = |value: Option<bool>| value.map(|on| if on { "1" } else { "0" }.to_string());
+    let temperature = |value: Option<f64>| value.map(|degrees| format!("{degrees:.1}"));
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|field| {
+            let value = match *field {
+                "temp" => temperature(state.temp),
+                "t_heat" => temperature(state.t_heat),
+                "t_cool" => temperature(state.t_cool),
+                "tmode" => state.tmode.map(|mode| mode.name().to_string()),
+                "fmode" => state.fmode.map(|mode| mode.code().to_string()),
+                "tstate" => state.tstate.map(|tstate| tstate.code().to_string()),
+                "fstate" => flag(state.fstate),
+                "hold" => flag(state.hold),
+                "override" => flag(state.override_active),
+                _ => None,
+            };
+            format!("{field}={}", value.unwrap_or_else(|| "?".to_string()))
+        })
+        .collect();
+    parts.join(" ")
 }
