@@ -30,3 +30,4 @@ pub mod shutdown;
 pub mod simulator;
 pub mod store;
 pub mod thermostat;
+pub mod weather;

@@ -123,6 +123,44 @@ pub struct ThermostatState {
     pub override_active: Option<bool>,
 }
 
+/// The kind of a change, most significant first: a reading that changes the mode and
+/// the temperature is reported as a mode change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    /// The first reading of a thermostat since start-up.
+    Initial,
+    Mode,
+    Setpoint,
+    Hold,
+    Override,
+    Fan,
+    HvacState,
+    Temperature,
+}
+
+impl ChangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Mode => "mode",
+            Self::Setpoint => "setpoint",
+            Self::Hold => "hold",
+            Self::Override => "override",
+            Self::Fan => "fan",
+            Self::HvacState => "hvac_state",
+            Self::Temperature => "temperature",
+        }
+    }
+}
+
+/// What changed between two readings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    pub change_type: ChangeType,
+    /// Names of the changed fields, as in the `/tstat` protocol.
+    pub fields: Vec<&'static str>,
+}
+
 /// A stored poll result: the state plus when and where it was read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
@@ -132,6 +170,9 @@ pub struct Reading {
     pub state: ThermostatState,
     /// Outside temperature from the weather service, °F, when one is current.
     pub local_temp: Option<f64>,
+    /// The change from the previous reading of this thermostat, if any. The first
+    /// reading after start-up carries `ChangeType::Initial`.
+    pub change: Option<StateChange>,
 }
 
 /// A poll that produced no reading: timeout, refused connection, bad body.

@@ -18,6 +18,7 @@ use thermostat_server::simulator::{
     self, Fault, Fleet, FleetOptions, Reply, ScriptedReply, SimStats,
 };
 use thermostat_server::thermostat::{DeviceAddress, ThermostatId};
+use thermostat_server::weather::OutsideTemperature;
 
 #[derive(Default)]
 struct CollectingSink {
@@ -104,6 +105,7 @@ fn poll_for(fleet: &Fleet, timing: Timing) -> PollRun {
             offline_after_failures: 3,
         },
         status: status.clone(),
+        outside: Arc::new(OutsideTemperature::disabled()),
         shutdown: shutdown.clone(),
     });
 

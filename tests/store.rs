@@ -68,6 +68,7 @@ fn reading(uuid: &str, ts: &str, temp: f64, tstate: Tstate) -> Reading {
             ..ThermostatState::default()
         },
         local_temp: Some(41.0),
+        change: None,
     }
 }
 

@@ -24,6 +24,7 @@ use crate::poll::{PollContext, ReadingSink, Registry, StatusBoard};
 use crate::reading::{PollFailure, Reading};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreHandle, StoreOptions};
+use crate::weather::OutsideTemperature;
 
 /// Maximum time the store gets at shutdown to write what is buffered.
 const STORE_FLUSH_DEADLINE: Duration = Duration::from_secs(3);
@@ -173,6 +174,7 @@ fn run_executor(
         clock,
         schedule: schedule_options(config),
         status: Arc::new(StatusBoard::new()),
+        outside: Arc::new(OutsideTemperature::disabled()),
         shutdown: shutdown.clone(),
     });
     let registry = Arc::new(Registry::new(

@@ -2,47 +2,10 @@
 //! same thermostat and names what changed. Pure.
 
 use crate::reading::ThermostatState;
+pub use crate::reading::{ChangeType, StateChange};
 
 /// Smallest temperature move (°F) that counts as a change. The device resolves 0.5 °F.
 pub const TEMPERATURE_STEP: f64 = 0.5;
-
-/// The kind of a change, most significant first: a reading that changes the mode and
-/// the temperature is reported as a mode change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeType {
-    /// The first reading of a thermostat since start-up.
-    Initial,
-    Mode,
-    Setpoint,
-    Hold,
-    Override,
-    Fan,
-    HvacState,
-    Temperature,
-}
-
-impl ChangeType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Initial => "initial",
-            Self::Mode => "mode",
-            Self::Setpoint => "setpoint",
-            Self::Hold => "hold",
-            Self::Override => "override",
-            Self::Fan => "fan",
-            Self::HvacState => "hvac_state",
-            Self::Temperature => "temperature",
-        }
-    }
-}
-
-/// What changed between two readings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StateChange {
-    pub change_type: ChangeType,
-    /// Names of the changed fields, as in the `/tstat` protocol.
-    pub fields: Vec<&'static str>,
-}
 
 /// Compares `current` with `baseline`, the last known state. A field that the current
 /// reading lacks (a `-1` or a key the mode leaves out) is not a change.

@@ -14,6 +14,7 @@ use crate::health::Health;
 use crate::reading::{PollFailure, Reading, ThermostatState};
 use crate::shutdown::Shutdown;
 use crate::thermostat::ThermostatId;
+use crate::weather::OutsideTemperature;
 
 /// The destination of readings and failures. Implementations must return at once and
 /// never wait on the database, because the caller is a polling task.
@@ -29,6 +30,8 @@ pub struct PollContext {
     pub clock: Arc<dyn Clock>,
     pub schedule: ScheduleOptions,
     pub status: Arc<StatusBoard>,
+    /// The latest outside temperature, stored beside each reading.
+    pub outside: Arc<OutsideTemperature>,
     pub shutdown: Shutdown,
 }
 
@@ -93,8 +96,9 @@ impl Poller {
             self.log_note(note);
         }
 
-        if let Some(change) = detect_change(self.baseline.as_ref(), &reply.state) {
-            self.log_change(&change, &reply.state);
+        let change = detect_change(self.baseline.as_ref(), &reply.state);
+        if let Some(change) = &change {
+            self.log_change(change, &reply.state);
         }
         self.baseline = Some(merge_known(self.baseline.as_ref(), &reply.state));
 
@@ -102,7 +106,8 @@ impl Poller {
             thermostat_id: self.id.clone(),
             ts: now,
             state: reply.state,
-            local_temp: None,
+            local_temp: self.context.outside.current(now),
+            change,
         });
         self.context.health.record_poll_success(now.as_second());
         Outcome::Success
