@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_lite::future::block_on;
 use jiff::Timestamp;
 use thermostat_server::clock::ManualClock;
+use thermostat_server::control::SettingsChange;
 use thermostat_server::health::Health;
 use thermostat_server::reading::{PollFailure, Reading, ThermostatState, Tmode, Tstate};
 use thermostat_server::store::migrate::apply_migrations;
@@ -129,6 +130,54 @@ fn upsert_keeps_away_temp_and_first_seen() {
     let loaded = block_on(handle.load_thermostats()).expect("load");
     assert_eq!(loaded, vec![stored]);
     store.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn applied_settings_recorded_field_by_field() {
+    let url = support::fresh_database_url("applied_settings");
+    let (store, clock, _) = start_store(options(&url), at("2024-05-01T12:00:00Z"));
+    let handle = store.handle();
+    register(&handle, &["aa01"]);
+
+    let heat = SettingsChange {
+        tmode: Some(Tmode::Heat),
+        t_heat: Some(70.0),
+        ..Default::default()
+    };
+    block_on(handle.record_settings(id("aa01"), heat, "local_api")).expect("first record");
+    clock.set(at("2024-05-01T13:00:00Z"));
+    let hold = SettingsChange {
+        hold: Some(true),
+        ..Default::default()
+    };
+    block_on(handle.record_settings(id("aa01"), hold, "public_server")).expect("second record");
+    store.shutdown(Duration::from_secs(5));
+
+    let row = support::connect(&url)
+        .query_one(
+            "SELECT tmode, t_heat, t_cool, hold, source,
+                    extract(epoch FROM t_heat_applied_at)::bigint,
+                    extract(epoch FROM hold_applied_at)::bigint
+             FROM device_config WHERE thermostat_id = 'aa01'",
+            &[],
+        )
+        .expect("device_config row");
+    assert_eq!(row.get::<_, Option<i16>>(0), Some(1));
+    assert_eq!(row.get::<_, Option<f64>>(1), Some(70.0));
+    assert_eq!(row.get::<_, Option<f64>>(2), None);
+    assert_eq!(row.get::<_, Option<bool>>(3), Some(true));
+    assert_eq!(
+        row.get::<_, Option<String>>(4).as_deref(),
+        Some("public_server")
+    );
+    assert_eq!(
+        row.get::<_, Option<i64>>(5),
+        Some(at("2024-05-01T12:00:00Z").as_second())
+    );
+    assert_eq!(
+        row.get::<_, Option<i64>>(6),
+        Some(at("2024-05-01T13:00:00Z").as_second())
+    );
 }
 
 #[test]

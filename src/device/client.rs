@@ -12,6 +12,7 @@ use super::error::DeviceError;
 use super::http::{HttpReply, exchange};
 use super::info::{DeviceIdentity, ModelProfile, SysInfo, parse_model, parse_name, parse_sys};
 use super::tstat::{TstatReply, parse_post_reply, parse_tstat};
+use crate::reading::ThermostatState;
 use crate::thermostat::DeviceAddress;
 
 /// Timing rules for one thermostat.
@@ -74,6 +75,13 @@ impl DeviceLink {
     pub async fn read_state(&self) -> Result<TstatReply, DeviceError> {
         let reply = self.get("/tstat").await?;
         Ok(parse_tstat(&reply.body)?)
+    }
+
+    /// Reads both setpoints whatever the mode (`GET /tstat/ttemp`); only `t_heat` and
+    /// `t_cool` are set in the result.
+    pub async fn read_targets(&self) -> Result<ThermostatState, DeviceError> {
+        let reply = self.get("/tstat/ttemp").await?;
+        Ok(parse_tstat(&reply.body)?.state)
     }
 
     /// Reads the uuid and versions (`GET /sys`).

@@ -26,9 +26,10 @@ use std::time::{Duration, Instant, SystemTime};
 use async_channel::{Receiver, Sender};
 
 use crate::clock::Clock;
+use crate::control::SettingsChange;
 use crate::health::Health;
 use crate::reading::{PollFailure, Reading};
-use crate::thermostat::ThermostatRecord;
+use crate::thermostat::{ThermostatId, ThermostatRecord};
 use buffer::Sample;
 
 /// Capacity of the channel between the pollers and the store thread. The thread drains
@@ -229,6 +230,12 @@ enum Request {
     LoadThermostats {
         reply: Sender<Result<Vec<ThermostatRecord>, StoreError>>,
     },
+    RecordSettings {
+        id: ThermostatId,
+        change: SettingsChange,
+        source: String,
+        reply: Sender<Result<(), StoreError>>,
+    },
     WaitUntilMigrated {
         deadline: Instant,
         reply: Sender<Result<(), StoreError>>,
@@ -387,6 +394,28 @@ impl StoreHandle {
         let record = Box::new(record);
         self.request(Request::UpsertThermostat { record, reply }, answer)
             .await
+    }
+
+    /// Records in `device_config` the settings of `change` as applied to `id` now by
+    /// `source` (for example `local_api` or `public_server`).
+    pub async fn record_settings(
+        &self,
+        id: ThermostatId,
+        change: SettingsChange,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = async_channel::bounded(1);
+        let source = source.to_string();
+        self.request(
+            Request::RecordSettings {
+                id,
+                change,
+                source,
+                reply,
+            },
+            answer,
+        )
+        .await
     }
 
     /// Loads the active thermostats.

@@ -8,6 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use postgres::{Client, GenericClient, Row};
 
 use super::{StoreError, from_sql_time, sql_time};
+use crate::control::SettingsChange;
 use crate::reading::{Tmode, Tstate};
 use crate::rollup::{
     MinuteRange, MinuteRow, MinuteSample, RollupProgress, minute_start, summarize_minute,
@@ -364,4 +365,55 @@ pub fn last_retention_run(client: &mut Client) -> Result<Option<Timestamp>, post
 /// Records a finished retention run. Autocommit, so it commits durably.
 pub fn record_retention_run(client: &mut Client, at: Timestamp) -> Result<u64, postgres::Error> {
     write_checkpoint(client, RETENTION_CHECKPOINT, at)
+}
+
+/// Records the settings of `change` as applied to `id` at `at` by `source` in
+/// `device_config`, leaving the other settings' values and times as they were.
+pub fn record_settings(
+    client: &mut Client,
+    id: &ThermostatId,
+    change: &SettingsChange,
+    source: &str,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let at = sql_time(at);
+    let when = |present: bool| present.then_some(at);
+    let tmode = change.tmode.map(|mode| mode.code());
+    let fmode = change.fmode.map(|mode| mode.code());
+    client
+        .execute(
+            "INSERT INTO device_config (thermostat_id, tmode, tmode_applied_at, t_heat, t_heat_applied_at,
+                                        t_cool, t_cool_applied_at, fmode, fmode_applied_at,
+                                        hold, hold_applied_at, source, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+             ON CONFLICT (thermostat_id) DO UPDATE SET
+                 tmode = COALESCE(EXCLUDED.tmode, device_config.tmode),
+                 tmode_applied_at = COALESCE(EXCLUDED.tmode_applied_at, device_config.tmode_applied_at),
+                 t_heat = COALESCE(EXCLUDED.t_heat, device_config.t_heat),
+                 t_heat_applied_at = COALESCE(EXCLUDED.t_heat_applied_at, device_config.t_heat_applied_at),
+                 t_cool = COALESCE(EXCLUDED.t_cool, device_config.t_cool),
+                 t_cool_applied_at = COALESCE(EXCLUDED.t_cool_applied_at, device_config.t_cool_applied_at),
+                 fmode = COALESCE(EXCLUDED.fmode, device_config.fmode),
+                 fmode_applied_at = COALESCE(EXCLUDED.fmode_applied_at, device_config.fmode_applied_at),
+                 hold = COALESCE(EXCLUDED.hold, device_config.hold),
+                 hold_applied_at = COALESCE(EXCLUDED.hold_applied_at, device_config.hold_applied_at),
+                 source = EXCLUDED.source,
+                 updated_at = now()",
+            &[
+                &id.as_str(),
+                &tmode,
+                &when(tmode.is_some()),
+                &change.t_heat,
+                &when(change.t_heat.is_some()),
+                &change.t_cool,
+                &when(change.t_cool.is_some()),
+                &fmode,
+                &when(fmode.is_some()),
+                &change.hold,
+                &when(change.hold.is_some()),
+                &source,
+            ],
+        )
+        .map_err(|error| StoreError::Query(format!("recording the settings of {id}: {error}")))?;
+    Ok(())
 }

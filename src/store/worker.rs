@@ -249,6 +249,18 @@ impl Worker {
                 });
                 let _ = reply.try_send(result);
             }
+            Request::RecordSettings {
+                id,
+                change,
+                source,
+                reply,
+            } => {
+                let now = self.clock.now();
+                let result = self.with_client("recording applied settings", |client| {
+                    queries::record_settings(client, &id, &change, &source, now)
+                });
+                let _ = reply.try_send(result);
+            }
             Request::LoadThermostats { reply } => {
                 let result =
                     self.with_client("loading thermostats", queries::load_active_thermostats);
