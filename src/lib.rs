@@ -9,6 +9,7 @@
 //! - [`rollup`]: per-minute summaries and the daily retention decision.
 //! - [`store`]: the only code that talks to PostgreSQL, on its own thread.
 //! - [`api`]: the local HTTP API on tiny_http threads.
+//! - [`net`]: an HTTP/HTTPS client for services outside the site.
 //! - [`simulator`]: a fleet of simulated thermostats for tests, demos and benchmarks.
 //! - [`daemon`]: start-up, wiring and shutdown of the parts above.
 //!
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod demo;
 pub mod device;
 pub mod health;
+pub mod net;
 pub mod pgtemp;
 pub mod poll;
 pub mod reading;
