@@ -58,9 +58,9 @@ impl SettingsChange {
         *self == Self::default()
     }
 
-    /// Parses `{"tmode":1,"t_heat":68.3,"hold":true}`. Modes are codes (0 to 3 for tmode,
-    /// 0 to 2 for fmode); hold is a boolean or 0/1; setpoints are numbers in °F between
-    /// 35 and 95, rounded to the nearest 0.5.
+    /// Parses `{"tmode":1,"t_heat":68.3,"hold":true}`. Modes are codes: 0 to 3 for
+    /// tmode and 0 to 2 for fmode. Hold is a boolean or 0/1. Setpoints are numbers in °F
+    /// from 35 to 95, rounded to the nearest 0.5.
     pub fn from_json(params: &serde_json::Value) -> Result<Self, InvalidChange> {
         let object = params.as_object().ok_or(InvalidChange::NotAnObject)?;
         let mut change = Self::default();

@@ -1,7 +1,8 @@
-//! Changing a thermostat's settings safely, for every caller (public server commands,
-//! local API, command line): validate and round the request, plan the writes the
-//! device's rules allow, send them through the thermostat's `DeviceLink`, and verify by
-//! reading back, because some firmware reports success for writes it ignored.
+//! Changing a thermostat's settings safely, for every caller: public server commands,
+//! the local API and the command line. The request is validated and rounded, the writes
+//! the device's rules allow are planned and sent through the thermostat's `DeviceLink`,
+//! and the result is read back, because some firmware reports success for writes it
+//! ignored.
 
 mod change;
 mod plan;
@@ -14,7 +15,7 @@ pub use plan::{Mismatch, PlanError, needs_targets, plan_writes, retry_change, ve
 use crate::device::{DeviceError, DeviceLink, ModelProfile};
 use crate::reading::ThermostatState;
 
-/// Why a settings change did not take effect.
+/// An error that kept a settings change from taking effect.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlError {
     /// The model cannot make this change.

@@ -1,11 +1,11 @@
 //! The writes that carry a settings change to a thermostat under the device's rules,
 //! and the check of what it reports back. Pure.
 //!
-//! The rules: posting `t_heat` switches a unit to heat and `t_cool` to cool, so a
+//! Posting `t_heat` switches a unit to heat and `t_cool` switches it to cool. So a
 //! setpoint for the other mode goes as `it_heat`/`it_cool`, which only CT80 Rev B units
-//! honour, and each in its own request because some firmware applies only the first
-//! key of a body that carries both. A mode is posted together with its setpoint, which
-//! is the manufacturer's documented pattern.
+//! honour. Each goes in its own request, because some firmware applies only the first
+//! key of a body that carries both. A mode is posted together with its setpoint, the
+//! pattern the manufacturer documents.
 
 use std::fmt;
 
@@ -149,7 +149,7 @@ pub fn needs_targets(change: &SettingsChange, state: &ThermostatState) -> bool {
     heat_hidden || cool_hidden
 }
 
-/// Compares what the thermostat reports with what was asked. `targets` is the answer of
+/// Compares what the thermostat reports with what was requested. `targets` is the reply to
 /// `GET /tstat/ttemp` (both setpoints), when it was read.
 pub fn verify(
     change: &SettingsChange,
@@ -291,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn auto_setpoints_sent_one_at_a_time_on_ct80_rev_b() {
+    fn auto_setpoints_sent_separately() {
         let change = SettingsChange {
             t_heat: Some(66.0),
             t_cool: Some(78.0),
