@@ -31,6 +31,12 @@ Commands:
 
 The log level comes from the config's log.level, or from RUST_LOG when it is set.";
 
+const CHECK_CONFIG_USAGE: &str = "\
+Usage: thermostat-server check-config FILE
+
+Validates the site configuration in FILE and prints every problem with its key.
+Exits 0 when the file is valid, 78 when it is not, and 66 when it cannot be read.";
+
 const DEMO_USAGE: &str = "\
 Usage: thermostat-server demo [OPTIONS]
 
@@ -104,6 +110,10 @@ fn run_command(args: Vec<OsString>) -> i32 {
         return usage_error("run needs --config FILE", USAGE);
     };
 
+    if let Err(error) = std::fs::read(&path) {
+        eprintln!("{}: cannot read the file: {error}", path.display());
+        return config::EX_NOINPUT;
+    }
     init_logging(log::LevelFilter::Info);
     let loaded = match config::load(&path) {
         Ok(loaded) => loaded,
@@ -134,8 +144,12 @@ fn run_command(args: Vec<OsString>) -> i32 {
 
 fn check_config_command(args: Vec<OsString>) -> i32 {
     match args.as_slice() {
+        [flag] if flag == "--help" || flag == "-h" => {
+            println!("{CHECK_CONFIG_USAGE}");
+            EXIT_OK
+        }
         [path] => config::check_config_command(&PathBuf::from(path)),
-        _ => usage_error("check-config needs exactly one FILE", USAGE),
+        _ => usage_error("check-config needs exactly one FILE", CHECK_CONFIG_USAGE),
     }
 }
 
@@ -220,8 +234,12 @@ fn init_logging(level: log::LevelFilter) {
 }
 
 fn set_log_level(level: log::LevelFilter) {
-    let from_env = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|text| text.parse().ok());
-    log::set_max_level(from_env.unwrap_or(level));
+    let from_env = std::env::var("RUST_LOG").ok();
+    let parsed = from_env.as_deref().and_then(|text| text.parse().ok());
+    if let (Some(text), None) = (&from_env, parsed) {
+        log::warn!(
+            "ignoring RUST_LOG={text:?}: expected a level name (error, warn, info, debug or trace)"
+        );
+    }
+    log::set_max_level(parsed.unwrap_or(level));
 }

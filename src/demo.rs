@@ -2,7 +2,7 @@
 //! PostgreSQL, for a first look and for end-to-end checks. Everything listens on
 //! 127.0.0.1.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use crate::cli::{EXIT_FAILURE, EXIT_OK};
@@ -37,6 +37,19 @@ impl Default for DemoOptions {
 
 /// Runs the demo and returns the exit status.
 pub fn run(options: DemoOptions) -> i32 {
+    // Claim the API port first, so a second demo fails at once with the fix.
+    let listener = match TcpListener::bind(options.api_listen) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "thermostat-server demo: cannot listen on {} for the local API: {error}; \
+                 stop the other demo or pass --api-listen 127.0.0.1:PORT with a free port",
+                options.api_listen
+            );
+            return EXIT_FAILURE;
+        }
+    };
+
     let (throwaway, url) = match database(&options) {
         Ok(database) => database,
         Err(message) => {
@@ -84,7 +97,7 @@ pub fn run(options: DemoOptions) -> i32 {
         RunOptions {
             shutdown,
             handle_signals: true,
-            api_listener: None,
+            api_listener: Some(listener),
         },
     );
     fleet.stop();
@@ -103,6 +116,7 @@ pub fn run(options: DemoOptions) -> i32 {
 /// Returns the database to use, starting a throwaway server when no URL was given.
 fn database(options: &DemoOptions) -> Result<(Option<TempPostgres>, String), String> {
     if let Some(url) = &options.database_url {
+        check_database(url)?;
         return Ok((None, url.clone()));
     }
     let server = TempPostgres::start().map_err(|error| error.to_string())?;
@@ -111,6 +125,22 @@ fn database(options: &DemoOptions) -> Result<(Option<TempPostgres>, String), Str
         .map_err(|error| format!("cannot create the demo database: {error}"))?;
     log::info!("demo: throwaway PostgreSQL at {}", server.url("thermostat"));
     Ok((Some(server), url))
+}
+
+/// Connects once to `url`, so that a wrong URL stops the demo at once instead of
+/// leaving the daemon waiting for a database that never comes.
+fn check_database(url: &str) -> Result<(), String> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|error| format!("invalid --database-url: {error}"))?;
+    config.connect_timeout(Duration::from_secs(5));
+    match config.connect(postgres::NoTls) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!(
+            "cannot connect to the database given with --database-url: {}",
+            crate::store::describe(&error)
+        )),
+    }
 }
 
 /// A realistic fleet whose last thermostat times out now and then and sends `-1`. The
@@ -160,7 +190,7 @@ fn print_summary(url: &str) {
             Ok(client.query_one(sql, &[])?.get(0))
         };
         Ok(format!(
-            "demo summary: {} thermostats, {} raw readings, {} poll failures, {} minute rows",
+            "demo summary: thermostats {}, raw readings {}, poll failures {}, minute rows {}",
             count(&mut client, "SELECT count(*) FROM thermostats")?,
             count(&mut client, "SELECT count(*) FROM raw_readings")?,
             count(&mut client, "SELECT count(*) FROM poll_failures")?,

@@ -217,7 +217,12 @@ async fn stop_on_signal(mut signals: async_signal::Signals, shutdown: Shutdown) 
     use futures_lite::StreamExt;
 
     if let Some(Ok(signal)) = signals.next().await {
-        log::info!("received {signal:?}; stopping");
+        let name = match signal {
+            async_signal::Signal::Term => "SIGTERM",
+            async_signal::Signal::Int => "SIGINT",
+            _ => "a signal",
+        };
+        log::info!("received {name}; stopping");
         shutdown.trigger();
     }
 }

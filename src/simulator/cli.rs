@@ -97,7 +97,12 @@ fn run(options: FleetOptions) -> std::io::Result<()> {
     drop(stdout);
 
     let signal = smol::block_on(signals.next());
-    log::info!("simulator received {signal:?}, stopping");
+    let name = match signal {
+        Some(Ok(async_signal::Signal::Term)) => "SIGTERM",
+        Some(Ok(async_signal::Signal::Int)) => "SIGINT",
+        _ => "a signal",
+    };
+    log::info!("simulator received {name}; stopping");
     fleet.stop();
     Ok(())
 }
@@ -140,7 +145,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Command, UsageError> {
             }
             Long("bind") => {
                 let value = text(&mut parser, "--bind")?;
-                options.bind_ip = parse_value(&value, "--bind", "an IP address such as 127.0.0.1")?;
+                options.bind_ip = parse_loopback(&value)?;
             }
             Long("base-port") => {
                 let value = text(&mut parser, "--base-port")?;
@@ -197,6 +202,23 @@ fn parse_value<T: std::str::FromStr>(
             "invalid {option} value {value:?}: expected {expected}"
         ))
     })
+}
+
+/// Parses `--bind`, which must be a loopback address: simulated thermostats on a
+/// site's network would be found by the daemon and by anything else scanning it.
+fn parse_loopback(value: &str) -> Result<std::net::IpAddr, UsageError> {
+    let address: std::net::IpAddr = parse_value(
+        value,
+        "--bind",
+        "a loopback address such as 127.0.0.1 or 127.0.0.2",
+    )?;
+    if !address.is_loopback() {
+        return Err(UsageError(format!(
+            "invalid --bind value {value:?}: simulated thermostats listen only on loopback \
+             addresses (127.0.0.0/8 or ::1)"
+        )));
+    }
+    Ok(address)
 }
 
 fn parse_count(value: &str) -> Result<usize, UsageError> {
@@ -400,7 +422,9 @@ mod tests {
         let cases = [
             (&["--count", "zero"][..], "\"zero\""),
             (&["--count", "0"][..], "at least 1"),
-            (&["--bind", "localhost"][..], "IP address"),
+            (&["--bind", "localhost"][..], "loopback address"),
+            (&["--bind", "0.0.0.0"][..], "only on loopback"),
+            (&["--bind", "10.0.0.1"][..], "only on loopback"),
             (&["--latency", "slow"][..], "milliseconds"),
             (&["--model", "ct08"][..], "ct30"),
             (&["--fault", "0:boil"][..], "\"boil\""),

@@ -164,7 +164,8 @@ pub(crate) fn is_transient(error: &postgres::Error) -> bool {
         || code == "40P01" // deadlock detected
 }
 
-/// Formats an error with its SQLSTATE and detail, which `Display` leaves out.
+/// Formats an error with its SQLSTATE and detail, or with its causes, which `Display`
+/// leaves out.
 pub(crate) fn describe(error: &postgres::Error) -> String {
     match error.as_db_error() {
         Some(db_error) => {
@@ -179,8 +180,21 @@ pub(crate) fn describe(error: &postgres::Error) -> String {
             }
             text
         }
-        None => error.to_string(),
+        None => with_causes(error),
     }
+}
+
+/// Formats an error followed by its causes: a connection error's `Display` says only
+/// "error connecting to server" and keeps "Connection refused" in its source.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Converts a jiff timestamp to the type the postgres crate maps to `timestamptz`.
