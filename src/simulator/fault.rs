@@ -38,9 +38,10 @@ pub enum Fault {
         replies: Vec<ScriptedReply>,
         cycle: bool,
     },
-    /// The mix of timeouts and `-1` readings of a badly connected unit: each request
-    /// hangs with `hang_probability`, otherwise the `/tstat` reply carries `-1`
-    /// fields with `negative_one_probability`.
+    /// The poll faults of a badly connected unit: each `GET /tstat` hangs with
+    /// `hang_probability`, otherwise its reply carries `-1` fields with
+    /// `negative_one_probability`. Identity requests are answered, so the unit can be
+    /// registered and its poll failures observed.
     Flaky {
         hang_probability: f64,
         negative_one_probability: f64,
@@ -146,7 +147,7 @@ pub fn plan_reply(
                 hang_probability,
                 negative_one_probability,
             } => {
-                if chance(*hang_probability, rng) {
+                if is_tstat_get && chance(*hang_probability, rng) {
                     silent = true;
                 } else {
                     negative_one |= is_tstat_get && chance(*negative_one_probability, rng);
