@@ -3,13 +3,15 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-/// Shared health state. Timestamps are Unix seconds, 0 meaning "never".
+/// Shared health state. Timestamps are Unix seconds, 0 meaning "never". The heartbeats
+/// record that the poll tasks and the store thread are making progress.
 #[derive(Debug, Default)]
 pub struct Health {
     database_connected: AtomicBool,
     last_database_write: AtomicI64,
     last_poll_success: AtomicI64,
     poll_heartbeat: AtomicI64,
+    store_heartbeat: AtomicI64,
     started_at: AtomicI64,
     thermostats_known: AtomicU64,
     readings_dropped: AtomicU64,
@@ -23,6 +25,7 @@ pub struct HealthSnapshot {
     pub last_database_write: i64,
     pub last_poll_success: i64,
     pub poll_heartbeat: i64,
+    pub store_heartbeat: i64,
     pub started_at: i64,
     pub thermostats_known: u64,
     pub readings_dropped: u64,
@@ -52,6 +55,10 @@ impl Health {
         self.poll_heartbeat.fetch_max(at, Ordering::Relaxed);
     }
 
+    pub fn record_store_heartbeat(&self, at: i64) {
+        self.store_heartbeat.fetch_max(at, Ordering::Relaxed);
+    }
+
     pub fn set_thermostats_known(&self, count: u64) {
         self.thermostats_known.store(count, Ordering::Relaxed);
     }
@@ -70,6 +77,7 @@ impl Health {
             last_database_write: self.last_database_write.load(Ordering::Relaxed),
             last_poll_success: self.last_poll_success.load(Ordering::Relaxed),
             poll_heartbeat: self.poll_heartbeat.load(Ordering::Relaxed),
+            store_heartbeat: self.store_heartbeat.load(Ordering::Relaxed),
             started_at: self.started_at.load(Ordering::Relaxed),
             thermostats_known: self.thermostats_known.load(Ordering::Relaxed),
             readings_dropped: self.readings_dropped.load(Ordering::Relaxed),

@@ -169,6 +169,7 @@ mod tests {
             last_database_write: STARTED + 500,
             last_poll_success: STARTED + 500,
             poll_heartbeat: STARTED + 500,
+            store_heartbeat: STARTED + 500,
             started_at: STARTED,
             thermostats_known: 20,
             readings_dropped: 0,

@@ -5,6 +5,7 @@
 //! atomics, the shutdown signal and bounded queues.
 
 mod onboard;
+pub mod systemd;
 
 use std::fmt;
 use std::net::TcpListener;
@@ -179,7 +180,7 @@ fn run_executor(
     });
     let registry = Arc::new(Registry::new(
         Arc::downgrade(&executor),
-        context,
+        context.clone(),
         link_options(config),
     ));
 
@@ -193,6 +194,8 @@ fn run_executor(
             .spawn(stop_on_signal(signals, shutdown.clone()))
             .detach();
     }
+
+    start_systemd_tasks(&executor, config, store, &context);
 
     let addresses = config.thermostats.addresses.clone();
     let startup = onboard::start_polling(
@@ -211,6 +214,56 @@ fn run_executor(
     }));
     drop(registry);
     Ok(())
+}
+
+/// Starts readiness and watchdog reporting when systemd asked for them.
+fn start_systemd_tasks(
+    executor: &smol::Executor<'static>,
+    config: &Config,
+    store: &StoreHandle,
+    context: &PollContext,
+) {
+    let notifier = Arc::new(systemd::Notifier::from_env());
+    if !notifier.is_active() {
+        return;
+    }
+    let ready = systemd::report_ready(
+        notifier.clone(),
+        store.clone(),
+        context.health.clone(),
+        context.shutdown.clone(),
+    );
+    executor.spawn(ready).detach();
+
+    if let Some(interval) = systemd::watchdog_interval() {
+        let limits = progress_limits(config);
+        log::info!(
+            "petting the systemd watchdog every {} s while polls finish within {} s and the store thread runs within {} s",
+            (interval / 2).as_secs_f32(),
+            limits.poll.as_secs(),
+            limits.store.as_secs()
+        );
+        let pet = systemd::pet_watchdog(
+            notifier,
+            interval,
+            limits,
+            context.health.clone(),
+            context.clock.clone(),
+            context.shutdown.clone(),
+        );
+        executor.spawn(pet).detach();
+    }
+}
+
+/// The longest gaps between heartbeats that still count as progress: a fleet that is all
+/// offline polls once per maximum backoff, and a store thread blocks for at most a
+/// connect or statement timeout.
+fn progress_limits(config: &Config) -> systemd::ProgressLimits {
+    let polling = &config.polling;
+    systemd::ProgressLimits {
+        poll: polling.max_backoff + polling.request_timeout + polling.interval * 2,
+        store: (config.database.connect_timeout * 2).max(Duration::from_secs(60)),
+    }
 }
 
 async fn stop_on_signal(mut signals: async_signal::Signals, shutdown: Shutdown) {

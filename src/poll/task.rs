@@ -64,6 +64,8 @@ pub async fn poll_thermostat(
             ),
         };
         let transition = poller.schedule.record(started, Instant::now(), outcome);
+        let now = poller.context.clock.now().as_second();
+        poller.context.health.record_poll_heartbeat(now);
         poller.publish_status(outcome, transition, error_text);
         poller.log_transition(&link, transition);
     }

@@ -160,6 +160,10 @@ impl Worker {
                 }
             }
 
+            // The watchdog checks this: a store thread stuck in a call stops it, while a
+            // database outage does not, because the loop keeps draining and reconnecting.
+            self.health
+                .record_store_heartbeat(self.clock.now().as_second());
             self.drain();
             self.expire_migration_waiters();
             let batch_full = self.buffer.len() >= MAX_BATCH;
