@@ -44,16 +44,7 @@ fi
 
 binary="$target_dir/$target/release/thermostat-server"
 stage="$root/dist/$name"
-rm -rf "$stage"
-mkdir -p "$stage/bin" "$stage/share/sql" "$stage/share/board/sites" "$stage/share/systemd"
-
-install -m 0755 "$binary" "$stage/bin/thermostat-server"
-install -m 0644 sql/*.sql "$stage/share/sql/"
-install -m 0644 board/config.template.toml board/secrets.env.example "$stage/share/board/"
-install -m 0644 board/sites/*.toml "$stage/share/board/sites/"
-install -m 0755 board/install.sh board/backup.sh board/restore.sh "$stage/"
-install -m 0644 systemd/*.service "$stage/share/systemd/"
-install -m 0644 README.md board/INSTALL "$stage/"
+"$root/cross/stage.sh" "$binary" "$stage"
 
 # A fixed order, owner and time make the tarball depend only on its contents.
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='@0' \
