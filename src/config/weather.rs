@@ -135,7 +135,7 @@ pub(super) fn read_weather(
 }
 
 /// Warns when a zip code is set but the API key is not, because the service then stays
-/// off although the file asks for it.
+/// off although the file configures it.
 pub(super) fn check_weather_key(
     weather: &WeatherConfig,
     secrets: &Secrets,

@@ -24,7 +24,7 @@ use crate::poll::{PollContext, ReadingSink, Registry, StatusBoard};
 use crate::reading::{PollFailure, Reading};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreHandle, StoreOptions};
-use crate::weather::OutsideTemperature;
+use crate::weather::Weather;
 
 /// Maximum time the store gets at shutdown to write what is buffered.
 const STORE_FLUSH_DEADLINE: Duration = Duration::from_secs(3);
@@ -97,9 +97,15 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
     };
 
     let store = store::start(store_options(config), clock.clone(), health.clone());
+    let weather = Weather::from_config(
+        &config.weather,
+        config.secrets.weather_api_key.as_ref(),
+        clock.clone(),
+    );
     let api_state = Arc::new(ApiState {
         health: health.clone(),
         clock: clock.clone(),
+        weather: weather.status.clone(),
         thresholds: HealthThresholds::for_polling(
             config.polling.interval,
             config.polling.request_timeout,
@@ -120,6 +126,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         &store.handle(),
         health,
         clock,
+        weather,
         &shutdown,
         options.handle_signals,
     );
@@ -158,12 +165,13 @@ fn bind_api(config: &Config) -> Result<TcpListener, DaemonError> {
     })
 }
 
-/// Runs polling and onboarding on the executor until shutdown.
+/// Runs polling, onboarding and the weather service on the executor until shutdown.
 fn run_executor(
     config: &Config,
     store: &StoreHandle,
     health: Arc<Health>,
     clock: Arc<dyn Clock>,
+    weather: Weather,
     shutdown: &Shutdown,
     handle_signals: bool,
 ) -> Result<(), DaemonError> {
@@ -174,7 +182,7 @@ fn run_executor(
         clock,
         schedule: schedule_options(config),
         status: Arc::new(StatusBoard::new()),
-        outside: Arc::new(OutsideTemperature::disabled()),
+        outside: weather.cell.clone(),
         shutdown: shutdown.clone(),
     });
     let registry = Arc::new(Registry::new(
@@ -192,6 +200,10 @@ fn run_executor(
         executor
             .spawn(stop_on_signal(signals, shutdown.clone()))
             .detach();
+    }
+
+    if let Some(service) = weather.service {
+        executor.spawn(service.run(shutdown.clone())).detach();
     }
 
     let addresses = config.thermostats.addresses.clone();
