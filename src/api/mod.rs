@@ -1,5 +1,6 @@
 //! The local HTTP API on tiny_http. It runs on its own threads, reads only the shared
-//! health state, and never touches PostgreSQL or a thermostat directly.
+//! health and weather state, and never touches PostgreSQL, a thermostat or the network
+//! directly.
 
 pub mod health;
 
