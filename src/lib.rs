@@ -8,6 +8,7 @@
 //! - [`poll`]: the per-thermostat poll schedule, change detection and the polling tasks.
 //! - [`rollup`]: per-minute summaries and the daily retention decision.
 //! - [`store`]: the only code that talks to PostgreSQL, on its own thread.
+//! - [`weather`]: the outside temperature from OpenWeatherMap, stored beside each reading.
 //! - [`api`]: the local HTTP API on tiny_http threads.
 //! - [`net`]: an HTTP/HTTPS client for services outside the site.
 //! - [`simulator`]: a fleet of simulated thermostats for tests, demos and benchmarks.

@@ -1096,3 +1096,169 @@ fn check_config_command_exits_zero() {
     let file = TempFile::new("config.toml", &minimal());
     assert_eq!(config::check_config_command(file.path()), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Weather
+
+const ZIP: &str = "zip = \"02601\"";
+
+fn weather_with(line: &str) -> String {
+    config_with("weather", &format!("{ZIP}\n{line}"))
+}
+
+#[test]
+fn template_weather_takes_defaults() {
+    let loaded = accept(&board_file("config.template.toml"));
+    let defaults = Config::new("cape_home", DATABASE_URL).weather;
+    let weather = loaded.config.weather;
+    assert_eq!(weather.zip.as_deref(), Some("02601"));
+    assert_eq!(weather.base_url, defaults.base_url);
+    assert_eq!(weather.refresh, defaults.refresh);
+    assert_eq!(weather.max_age, defaults.max_age);
+    assert_eq!(weather.fallback_temp, defaults.fallback_temp);
+    assert_eq!(weather.retries, defaults.retries);
+    assert_eq!(weather.request_timeout, defaults.request_timeout);
+}
+
+#[test]
+fn weather_defaults_match_documentation() {
+    let weather = Config::new("x", DATABASE_URL).weather;
+    assert_eq!(weather.base_url, "https://api.openweathermap.org");
+    assert_eq!(weather.refresh, Duration::from_secs(600));
+    assert_eq!(weather.max_age, Duration::from_secs(1800));
+    assert_eq!(weather.retries, 3);
+    assert_eq!(weather.request_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn weather_absent_leaves_zip_unset() {
+    let loaded = accept(&minimal());
+    assert_eq!(loaded.config.weather.zip, None);
+}
+
+#[test]
+fn weather_zip_without_key_warns() {
+    let loaded = accept(&config_with("weather", ZIP));
+    let keys: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["weather.zip"]);
+    assert!(
+        loaded.warnings[0].message.contains(WEATHER_API_KEY_VAR),
+        "{}",
+        loaded.warnings[0]
+    );
+}
+
+#[test]
+fn weather_zip_with_key_has_no_warning() {
+    let env = env_of(&[(WEATHER_API_KEY_VAR, "weather-key-0c4d")]);
+    let loaded = config::parse(&config_with("weather", ZIP), &env).expect("valid file");
+    assert_eq!(loaded.warnings, []);
+}
+
+#[test]
+fn weather_section_requires_zip() {
+    let errors = reject(&config_with("weather", "refresh_minutes = 10"));
+    let problem = find(&errors, "weather.zip");
+    assert!(problem.message.contains("required"), "{problem}");
+}
+
+#[test]
+fn weather_zip_needs_five_digits() {
+    for zip in ["2601", "026010", "0260A", " 02601"] {
+        let errors = reject(&config_with("weather", &format!("zip = \"{zip}\"")));
+        let problem = find(&errors, "weather.zip");
+        assert!(problem.message.contains("5-digit"), "{zip}: {problem}");
+    }
+}
+
+#[test]
+fn weather_zip_as_integer_rejected() {
+    let errors = reject(&config_with("weather", "zip = 12345"));
+    let problem = find(&errors, "weather.zip");
+    assert!(problem.message.contains("the integer 12345"), "{problem}");
+}
+
+#[test]
+fn weather_durations_use_minutes() {
+    let text =
+        weather_with("refresh_minutes = 15\nmax_age_minutes = 45\nrequest_timeout_seconds = 7");
+    let weather = accept(&text).config.weather;
+    assert_eq!(weather.refresh, Duration::from_secs(15 * 60));
+    assert_eq!(weather.max_age, Duration::from_secs(45 * 60));
+    assert_eq!(weather.request_timeout, Duration::from_secs(7));
+}
+
+#[test]
+fn weather_max_age_below_refresh_rejected() {
+    let errors = reject(&weather_with("refresh_minutes = 20\nmax_age_minutes = 10"));
+    let problem = find(&errors, "weather.max_age_minutes");
+    assert!(
+        problem
+            .message
+            .contains("at least weather.refresh_minutes (20)"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn weather_fallback_accepts_float() {
+    let weather = accept(&weather_with("fallback_temp = 45.5")).config.weather;
+    assert_eq!(weather.fallback_temp, Some(45.5));
+}
+
+#[test]
+fn weather_fallback_accepts_integer() {
+    let weather = accept(&weather_with("fallback_temp = -5")).config.weather;
+    assert_eq!(weather.fallback_temp, Some(-5.0));
+}
+
+#[test]
+fn weather_fallback_out_of_range_rejected() {
+    let errors = reject(&weather_with("fallback_temp = 278.15"));
+    let problem = find(&errors, "weather.fallback_temp");
+    assert!(problem.message.contains("between -90 and 140"), "{problem}");
+}
+
+#[test]
+fn weather_fallback_string_rejected() {
+    let errors = reject(&weather_with("fallback_temp = \"45\""));
+    let problem = find(&errors, "weather.fallback_temp");
+    assert!(problem.message.contains("expected a number"), "{problem}");
+}
+
+#[test]
+fn weather_retries_range_checked() {
+    let errors = reject(&weather_with("retries = 11"));
+    let problem = find(&errors, "weather.retries");
+    assert!(problem.message.contains("between 0 and 10"), "{problem}");
+}
+
+#[test]
+fn weather_base_url_loses_trailing_slash() {
+    let weather = accept(&weather_with("base_url = \"http://127.0.0.1:8099/\""))
+        .config
+        .weather;
+    assert_eq!(weather.base_url, "http://127.0.0.1:8099");
+}
+
+#[test]
+fn weather_base_url_with_query_rejected() {
+    let errors = reject(&weather_with("base_url = \"https://h.example/?appid=x\""));
+    let problem = find(&errors, "weather.base_url");
+    assert!(
+        problem.message.contains("without a query string"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn weather_base_url_needs_http_scheme() {
+    let errors = reject(&weather_with("base_url = \"ftp://h.example\""));
+    assert_eq!(problem_keys(&errors), ["weather.base_url"]);
+}
+
+#[test]
+fn weather_api_key_in_file_is_unknown() {
+    let errors = reject(&weather_with("api_key = \"abc\""));
+    assert_eq!(problem_keys(&errors), ["weather.api_key"]);
+}

@@ -172,6 +172,12 @@ fn make_pki() -> TestPki {
     }
 }
 
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.ca_file);
+    }
+}
+
 fn verifying_client(ca_file: Option<PathBuf>) -> HttpClient {
     HttpClient::new(&TlsOptions {
         extra_ca_file: ca_file,
@@ -388,10 +394,11 @@ fn ca_file_without_certificate_is_rejected() {
     std::fs::write(&path, "not a certificate\n").expect("write the file");
 
     let error = HttpClient::new(&TlsOptions {
-        extra_ca_file: Some(path),
+        extra_ca_file: Some(path.clone()),
         verify: true,
     })
     .expect_err("no certificate in the file");
+    let _ = std::fs::remove_file(&path);
 
     assert!(error.to_string().contains("no PEM certificate"), "{error}");
 }
@@ -480,6 +487,27 @@ fn invalid_url_error_omits_query_secret() {
 
     assert!(matches!(error, NetError::InvalidUrl(_)), "{error:?}");
     assert!(!error.to_string().contains("SECRET"), "{error}");
+}
+
+#[test]
+fn request_debug_omits_secrets() {
+    let request = HttpRequest {
+        method: http::Method::GET,
+        url: "https://api.example/data?appid=SECRET".to_string(),
+        headers: vec![(
+            http::HeaderName::from_static("x-site-token"),
+            "TOKEN".to_string(),
+        )],
+        body: None,
+        deadline: DEADLINE,
+        max_body: MAX_BODY,
+    };
+
+    let debug = format!("{request:?}");
+
+    assert!(!debug.contains("SECRET"), "{debug}");
+    assert!(!debug.contains("TOKEN"), "{debug}");
+    assert!(debug.contains("x-site-token"), "{debug}");
 }
 
 #[test]

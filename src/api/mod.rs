@@ -1,5 +1,6 @@
 //! The local HTTP API on tiny_http. It runs on its own threads, reads only the shared
-//! health state, and never touches PostgreSQL or a thermostat directly.
+//! health and weather state, and never touches PostgreSQL, a thermostat or the network
+//! directly.
 
 pub mod health;
 
@@ -14,6 +15,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 use crate::clock::Clock;
 use crate::health::Health;
 use crate::shutdown::Shutdown;
+use crate::weather::WeatherStatus;
 use health::{HealthThresholds, evaluate};
 
 /// How often a worker wakes to check for shutdown while no request comes.
@@ -24,6 +26,7 @@ pub struct ApiState {
     pub health: Arc<Health>,
     pub clock: Arc<dyn Clock>,
     pub thresholds: HealthThresholds,
+    pub weather: Arc<WeatherStatus>,
 }
 
 /// A running API server.
@@ -108,6 +111,8 @@ fn route(method: &Method, path: &str, state: &ApiState) -> (u16, String) {
     match (method, path.trim_end_matches('/')) {
         (Method::Get | Method::Head, "/api/system/health") => system_health(state),
         (_, "/api/system/health") => error_body(405, "method not allowed: use GET"),
+        (Method::Get | Method::Head, "/api/weather/status") => weather_status(state),
+        (_, "/api/weather/status") => error_body(405, "method not allowed: use GET"),
         _ => error_body(404, &format!("no such route: {path}")),
     }
 }
@@ -122,6 +127,15 @@ fn system_health(state: &ApiState) -> (u16, String) {
     match serde_json::to_string(&report) {
         Ok(body) => (status, body),
         Err(error) => error_body(500, &format!("cannot encode the health report: {error}")),
+    }
+}
+
+/// Reports the weather service from memory; this never waits on the network.
+fn weather_status(state: &ApiState) -> (u16, String) {
+    let report = state.weather.report(state.clock.now());
+    match serde_json::to_string(&report) {
+        Ok(body) => (200, body),
+        Err(error) => error_body(500, &format!("cannot encode the weather report: {error}")),
     }
 }
 

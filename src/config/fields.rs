@@ -152,6 +152,42 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// Reads a number, integer or float, and checks it against `range`. `unit` follows
+    /// the numbers in messages, as for [`Section::integer`].
+    pub(super) fn number(
+        &mut self,
+        key: &'static str,
+        range: RangeInclusive<f64>,
+        unit: &str,
+    ) -> Field<f64> {
+        let number = match self.value(key) {
+            None => return Field::Absent,
+            Some(Value::Integer(number)) => *number as f64,
+            Some(Value::Float(number)) => *number,
+            Some(other) => {
+                let message = format!(
+                    "expected a number{}, found {}",
+                    unit_suffix(" in ", unit),
+                    describe(other)
+                );
+                self.report(key, message);
+                return Field::Invalid;
+            }
+        };
+
+        if range.contains(&number) {
+            return Field::Valid(number);
+        }
+        let message = format!(
+            "must be between {} and {}{}, found {number}",
+            range.start(),
+            range.end(),
+            unit_suffix(" ", unit)
+        );
+        self.report(key, message);
+        Field::Invalid
+    }
+
     /// Reads an array of strings. `example` is one element written as TOML, for the
     /// messages. Elements of another type are reported one by one, with the index in the
     /// key (`thermostats.addresses[2]`), and left out of the result, which pairs each

@@ -10,6 +10,7 @@ mod check;
 mod fields;
 mod secrets;
 mod sections;
+mod weather;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -25,6 +26,7 @@ pub use secrets::{
     API_TOKEN_VAR, DB_PASSWORD_VAR, SITE_TOKEN_VAR, Secret, Secrets, WEATHER_API_KEY_VAR,
     parse_env_file,
 };
+pub use weather::{DEFAULT_WEATHER_BASE_URL, PLAUSIBLE_OUTSIDE_FAHRENHEIT, WeatherConfig};
 
 /// The whole configuration of one site.
 #[derive(Debug, Clone)]
@@ -36,6 +38,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
+    pub weather: WeatherConfig,
     pub secrets: Secrets,
 }
 
@@ -57,6 +60,7 @@ impl Config {
             retention: RetentionConfig::default(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
+            weather: WeatherConfig::default(),
             secrets: Secrets::default(),
         }
     }

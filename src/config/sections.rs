@@ -10,6 +10,7 @@ use toml::Table;
 
 use super::fields::{Field, Section, closest, quote, report_unknown_sections};
 use super::secrets::{self, Findings, Secrets};
+use super::weather::{WEATHER_KEYS, check_weather_key, read_weather};
 use super::{
     ApiConfig, Config, ConfigErrors, DatabaseConfig, Loaded, LogConfig, PollingConfig, Problem,
     RetentionConfig, SiteConfig, ThermostatsConfig, resolve_path,
@@ -45,6 +46,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("retention", RETENTION_KEYS),
     ("api", API_KEYS),
     ("log", LOG_KEYS),
+    ("weather", WEATHER_KEYS),
     ("secrets", SECRETS_KEYS),
 ];
 
@@ -130,9 +132,11 @@ fn read_config(
     let retention = read_retention(root, report);
     let api = read_api(root, report);
     let log = read_log(root, report);
+    let weather = read_weather(root, &mut report.problems, SECTIONS);
     let secrets = read_secrets(root, env, base, report);
 
     check_api_token(&api, &secrets, report);
+    check_weather_key(&weather, &secrets, &mut report.warnings);
 
     Config {
         site,
@@ -142,6 +146,7 @@ fn read_config(
         retention,
         api,
         log,
+        weather,
         secrets,
     }
 }

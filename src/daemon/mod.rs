@@ -25,7 +25,7 @@ use crate::poll::{PollContext, ReadingSink, Registry, StatusBoard};
 use crate::reading::{PollFailure, Reading};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreHandle, StoreOptions};
-use crate::weather::OutsideTemperature;
+use crate::weather::Weather;
 
 /// Maximum time the store gets at shutdown to write what is buffered.
 const STORE_FLUSH_DEADLINE: Duration = Duration::from_secs(3);
@@ -98,9 +98,15 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
     };
 
     let store = store::start(store_options(config), clock.clone(), health.clone());
+    let weather = Weather::from_config(
+        &config.weather,
+        config.secrets.weather_api_key.as_ref(),
+        clock.clone(),
+    );
     let api_state = Arc::new(ApiState {
         health: health.clone(),
         clock: clock.clone(),
+        weather: weather.status.clone(),
         thresholds: HealthThresholds::for_polling(
             config.polling.interval,
             config.polling.request_timeout,
@@ -121,6 +127,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         &store.handle(),
         health,
         clock,
+        weather,
         &shutdown,
         options.handle_signals,
     );
@@ -159,12 +166,13 @@ fn bind_api(config: &Config) -> Result<TcpListener, DaemonError> {
     })
 }
 
-/// Runs polling and onboarding on the executor until shutdown.
+/// Runs polling, onboarding and the weather service on the executor until shutdown.
 fn run_executor(
     config: &Config,
     store: &StoreHandle,
     health: Arc<Health>,
     clock: Arc<dyn Clock>,
+    weather: Weather,
     shutdown: &Shutdown,
     handle_signals: bool,
 ) -> Result<(), DaemonError> {
@@ -175,7 +183,7 @@ fn run_executor(
         clock,
         schedule: schedule_options(config),
         status: Arc::new(StatusBoard::new()),
-        outside: Arc::new(OutsideTemperature::disabled()),
+        outside: weather.cell.clone(),
         shutdown: shutdown.clone(),
     });
     let registry = Arc::new(Registry::new(
@@ -196,6 +204,9 @@ fn run_executor(
     }
 
     start_systemd_tasks(&executor, config, store, &context);
+    if let Some(service) = weather.service {
+        executor.spawn(service.run(shutdown.clone())).detach();
+    }
 
     let addresses = config.thermostats.addresses.clone();
     let startup = onboard::start_polling(

@@ -13,6 +13,7 @@ mod error;
 mod target;
 mod tls;
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,8 +31,9 @@ pub struct TlsOptions {
     pub verify: bool,
 }
 
-/// One request to send.
-#[derive(Debug, Clone)]
+/// One request to send. Its `Debug` output redacts the URL and omits header values,
+/// because both may carry secrets.
+#[derive(Clone)]
 pub struct HttpRequest {
     pub method: http::Method,
     /// An absolute `http://` or `https://` URL.
@@ -56,6 +58,21 @@ impl HttpRequest {
             deadline,
             max_body,
         }
+    }
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        formatter
+            .debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &redact_url(&self.url))
+            .field("headers", &header_names)
+            .field("body_len", &self.body.as_ref().map(Vec::len))
+            .field("deadline", &self.deadline)
+            .field("max_body", &self.max_body)
+            .finish()
     }
 }
 

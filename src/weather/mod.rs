@@ -1,8 +1,22 @@
-//! Outside temperature: the latest value, shared between whatever sets it and the
-//! pollers that store it beside each reading.
+//! Outside temperature: the latest value, shared between the weather service that sets
+//! it and the pollers that store it beside each reading.
+//!
+//! [`service::WeatherService`] refreshes it from OpenWeatherMap on the executor,
+//! [`status::WeatherStatus`] keeps what `GET /api/weather/status` reports, and
+//! [`Weather::from_config`] builds the parts the daemon wires together.
+
+mod openweathermap;
+mod policy;
+mod service;
+mod status;
 
 use std::sync::Mutex;
 use std::time::Duration;
+
+pub use openweathermap::{ResponseError, is_retryable, read_temperature, weather_url};
+pub use policy::{AfterFailure, after_failure, retry_delay};
+pub use service::{Weather, WeatherService};
+pub use status::{WeatherReport, WeatherStatus, describe_source};
 
 /// Where the current outside temperature came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +81,11 @@ impl OutsideTemperature {
     /// Returns the latest reading, however old.
     pub fn latest(&self) -> Option<OutsideReading> {
         *self.lock()
+    }
+
+    /// Returns the age after which a value reads as `None`.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
     }
 
     /// Returns the temperature if it is no older than `max_age` at `now`.
