@@ -87,10 +87,8 @@ pub fn run(options: DemoOptions) -> i32 {
     if let Some(duration) = options.duration {
         stop_after(duration, shutdown.clone());
     }
-    log::info!(
-        "demo: health check at http://{}/api/system/health",
-        options.api_listen
-    );
+    let api_address = listener.local_addr().unwrap_or(options.api_listen);
+    log::info!("demo: health check at http://{api_address}/api/system/health");
 
     let result = daemon::run(
         &config,
