@@ -21,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod device;
+pub mod discovery;
 pub mod health;
 pub mod pgtemp;
 pub mod poll;
