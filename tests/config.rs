@@ -1096,3 +1096,12 @@ fn check_config_command_exits_zero() {
     let file = TempFile::new("config.toml", &minimal());
     assert_eq!(config::check_config_command(file.path()), 0);
 }
+
+#[test]
+fn template_sets_discovery_defaults() {
+    let loaded = accept(&board_file("config.template.toml"));
+    assert_eq!(
+        loaded.config.discovery,
+        thermostat_server::config::DiscoveryConfig::default()
+    );
+}
