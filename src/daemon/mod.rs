@@ -222,7 +222,7 @@ async fn stop_on_signal(mut signals: async_signal::Signals, shutdown: Shutdown) 
     }
 }
 
-fn store_options(config: &Config) -> StoreOptions {
+pub(crate) fn store_options(config: &Config) -> StoreOptions {
     StoreOptions {
         url: config.database.url.clone(),
         password: config

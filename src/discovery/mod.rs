@@ -7,6 +7,7 @@
 //! progress reports ([`progress`]) are pure and tested without sockets; [`udp`],
 //! [`tcp`] and [`known`] are the async shell on the daemon's executor.
 
+pub mod command;
 pub mod known;
 pub mod message;
 pub mod progress;
