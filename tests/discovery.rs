@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use thermostat_server::device::LinkOptions;
 use thermostat_server::discovery::{
-    AddressRange, DiscoveryOptions, Method, PhaseStatus, Progress, ProgressCallback,
+    AddressRange, DiscoveryOptions, Method, NoLinks, PhaseStatus, Progress, ProgressCallback,
     ProgressTracker, TcpOptions, UdpOptions, discover,
 };
 use thermostat_server::simulator::{Fault, Fleet, FleetOptions};
@@ -56,7 +56,7 @@ fn run(
     methods: &[Method],
 ) -> Vec<thermostat_server::discovery::Discovered> {
     let mut tracker = ProgressTracker::new(None);
-    smol::block_on(discover(options, methods, &[], &mut tracker))
+    smol::block_on(discover(options, methods, &[], &NoLinks, &mut tracker))
 }
 
 #[test]
@@ -262,6 +262,7 @@ fn tcp_progress_reports_each_batch() {
         &tcp_options(port, 16),
         &[Method::Tcp],
         &[],
+        &NoLinks,
         &mut tracker,
     ));
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 use lexopt::prelude::*;
 
 use super::{
-    Discovered, Method, Progress, ProgressCallback, ProgressTracker, discover, parse_methods,
+    Discovered, Method, NoLinks, Progress, ProgressCallback, ProgressTracker, discover,
+    parse_methods,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, EX_CONFIG, EX_NOINPUT};
@@ -149,7 +150,7 @@ fn run_discovery(
         };
 
         let mut tracker = ProgressTracker::new(Some(callback));
-        let devices = discover(&options, methods, &known, &mut tracker).await;
+        let devices = discover(&options, methods, &known, &NoLinks, &mut tracker).await;
         if let (true, Some(handle)) = (register, &handle) {
             register_all(handle, &devices).await?;
         }

@@ -1,11 +1,13 @@
 //! The database phase: each stored address is checked with one `GET /sys` under a
 //! short deadline, and counts as found when the same uuid still answers there.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Discovered, Method, identify, join_all};
-use crate::device::{DeviceIdentity, DeviceLink, LinkOptions, ModelProfile};
+use async_io::Timer;
+use futures_lite::future;
+
+use super::{Discovered, LinkSource, Method, identify, join_all, link_for};
+use crate::device::{DeviceError, DeviceIdentity, LinkOptions, ModelProfile, SysInfo};
 use crate::thermostat::ThermostatRecord;
 
 /// Checks every record's address and returns what answers there. A different uuid at
@@ -14,10 +16,11 @@ pub async fn check_known(
     records: &[ThermostatRecord],
     known_timeout: Duration,
     link_options: LinkOptions,
+    links: &dyn LinkSource,
 ) -> Vec<Discovered> {
     let checks = records
         .iter()
-        .map(|record| check_one(record, known_timeout, link_options));
+        .map(|record| check_one(record, known_timeout, link_options, links));
     join_all(checks).await.into_iter().flatten().collect()
 }
 
@@ -25,13 +28,10 @@ async fn check_one(
     record: &ThermostatRecord,
     known_timeout: Duration,
     link_options: LinkOptions,
+    links: &dyn LinkSource,
 ) -> Option<Discovered> {
-    let short = LinkOptions {
-        request_timeout: known_timeout,
-        ..link_options
-    };
-    let probe = DeviceLink::new(record.address, short);
-    let sys = match probe.read_sys().await {
+    let link = link_for(links, record.address, link_options);
+    let sys = match read_sys_within(&link, known_timeout).await {
         Ok(sys) => sys,
         Err(error) => {
             log::debug!(
@@ -50,9 +50,7 @@ async fn check_one(
             sys.uuid,
             record.id
         );
-        return identify(record.address, link_options, Method::Database)
-            .await
-            .ok();
+        return identify(link, Method::Database).await.ok();
     }
 
     let identity = DeviceIdentity {
@@ -65,6 +63,19 @@ async fn check_one(
         address: record.address,
         identity,
         method: Method::Database,
-        link: Arc::new(DeviceLink::new(record.address, link_options)),
+        link,
     })
+}
+
+/// Reads `/sys` through `link`, giving up after `deadline`. The wait for the link's
+/// lock counts against the deadline too.
+async fn read_sys_within(
+    link: &crate::device::DeviceLink,
+    deadline: Duration,
+) -> Result<SysInfo, DeviceError> {
+    let timeout = async {
+        Timer::after(deadline).await;
+        Err(DeviceError::Timeout(deadline))
+    };
+    future::or(link.read_sys(), timeout).await
 }

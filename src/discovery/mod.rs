@@ -20,11 +20,13 @@ use std::fmt;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::device::{DeviceError, DeviceIdentity, DeviceLink, LinkOptions};
+use crate::poll::Registry;
 use crate::thermostat::{DEFAULT_DEVICE_PORT, DeviceAddress, ThermostatRecord};
 
 pub use progress::{PhaseReport, PhaseStatus, Progress, ProgressCallback, ProgressTracker};
@@ -184,7 +186,7 @@ pub struct Discovered {
     pub identity: DeviceIdentity,
     pub method: Method,
     /// The link that identified it, handed to the poller so the request gap carries over.
-    pub link: std::sync::Arc<DeviceLink>,
+    pub link: Arc<DeviceLink>,
 }
 
 impl Discovered {
@@ -221,13 +223,44 @@ impl Discovered {
     }
 }
 
-/// Identifies the thermostat at `address` with `/sys`, `/sys/name` and `/tstat/model`.
-pub async fn identify(
+/// The links of thermostats already being polled. Discovery sends every request to a
+/// polled address through that address's link, so that a thermostat never has two
+/// requests in flight.
+pub trait LinkSource: Send + Sync {
+    /// Returns the link that polls `address`, if any.
+    fn link_at(&self, address: DeviceAddress) -> Option<Arc<DeviceLink>>;
+}
+
+/// The link source of a process that polls nothing, such as the `discover` command.
+pub struct NoLinks;
+
+impl LinkSource for NoLinks {
+    fn link_at(&self, _address: DeviceAddress) -> Option<Arc<DeviceLink>> {
+        None
+    }
+}
+
+impl LinkSource for Registry {
+    fn link_at(&self, address: DeviceAddress) -> Option<Arc<DeviceLink>> {
+        self.id_at(address).and_then(|id| self.link(&id))
+    }
+}
+
+/// Returns the polling link of `address`, or a new link with `link_options`.
+pub fn link_for(
+    links: &dyn LinkSource,
     address: DeviceAddress,
     link_options: LinkOptions,
-    method: Method,
-) -> Result<Discovered, DeviceError> {
-    let link = std::sync::Arc::new(DeviceLink::new(address, link_options));
+) -> Arc<DeviceLink> {
+    links
+        .link_at(address)
+        .unwrap_or_else(|| Arc::new(DeviceLink::new(address, link_options)))
+}
+
+/// Identifies the thermostat at `link`'s address with `/sys`, `/sys/name` and
+/// `/tstat/model`.
+pub async fn identify(link: Arc<DeviceLink>, method: Method) -> Result<Discovered, DeviceError> {
+    let address = link.address();
     let identity = link.identify().await?;
     Ok(Discovered {
         address,
@@ -250,12 +283,13 @@ pub fn merge_found(devices: &mut Vec<Discovered>, found: Discovered) -> bool {
 }
 
 /// Runs `futures` concurrently inside the calling task and returns their outputs in
-/// order. A local executor polls them, so they need not be `Send`.
-pub(crate) async fn join_all<'a, T: 'a, F>(futures: impl IntoIterator<Item = F>) -> Vec<T>
+/// order. A private executor, driven only by the calling task, polls them, so they may
+/// borrow from the caller and no other thread runs them.
+pub(crate) async fn join_all<'a, T: Send + 'a, F>(futures: impl IntoIterator<Item = F>) -> Vec<T>
 where
-    F: Future<Output = T> + 'a,
+    F: Future<Output = T> + Send + 'a,
 {
-    let executor = smol::LocalExecutor::new();
+    let executor = smol::Executor::new();
     let tasks: Vec<_> = futures
         .into_iter()
         .map(|future| executor.spawn(future))

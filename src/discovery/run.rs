@@ -7,16 +7,18 @@ use super::range::plan_batches;
 use super::tcp::scan_batch;
 use super::udp::collect_locations;
 use super::{
-    Discovered, DiscoveryOptions, Method, PhaseStatus, ProgressTracker, identify, join_all,
-    merge_found,
+    Discovered, DiscoveryOptions, LinkSource, Method, PhaseStatus, ProgressTracker, identify,
+    join_all, link_for, merge_found,
 };
 use crate::thermostat::{DeviceAddress, ThermostatRecord};
 
-/// Runs `methods` and returns every thermostat found, each uuid once.
+/// Runs `methods` and returns every thermostat found, each uuid once. Requests to an
+/// address that `links` polls go through its polling link.
 pub async fn discover(
     options: &DiscoveryOptions,
     methods: &[Method],
     known: &[ThermostatRecord],
+    links: &dyn LinkSource,
     tracker: &mut ProgressTracker,
 ) -> Vec<Discovered> {
     let mut devices = Vec::new();
@@ -25,9 +27,9 @@ pub async fn discover(
             continue;
         }
         let found = match method {
-            Method::Database => database_phase(options, known, tracker).await,
-            Method::Udp => udp_phase(options, &devices, tracker).await,
-            Method::Tcp => tcp_phase(options, tracker).await,
+            Method::Database => database_phase(options, known, links, tracker).await,
+            Method::Udp => udp_phase(options, &devices, links, tracker).await,
+            Method::Tcp => tcp_phase(options, links, tracker).await,
         };
         for device in found {
             merge_found(&mut devices, device);
@@ -40,10 +42,11 @@ pub async fn discover(
 pub async fn database_phase(
     options: &DiscoveryOptions,
     known: &[ThermostatRecord],
+    links: &dyn LinkSource,
     tracker: &mut ProgressTracker,
 ) -> Vec<Discovered> {
     tracker.start(Method::Database, "Testing known devices");
-    let found = check_known(known, options.known_timeout, options.link).await;
+    let found = check_known(known, options.known_timeout, options.link, links).await;
     let action = format!("{} of {} known devices answered", found.len(), known.len());
     tracker.finish(PhaseStatus::Completed, &action, found.len());
     found
@@ -54,6 +57,7 @@ pub async fn database_phase(
 pub async fn udp_phase(
     options: &DiscoveryOptions,
     already_found: &[Discovered],
+    links: &dyn LinkSource,
     tracker: &mut ProgressTracker,
 ) -> Vec<Discovered> {
     tracker.start(Method::Udp, "Waiting for UDP responses");
@@ -84,7 +88,7 @@ pub async fn udp_phase(
         })
         .collect();
     tracker.update(&format!("Identifying {} answering devices", new.len()), 0);
-    let found = identify_all(&new, options, Method::Udp).await;
+    let found = identify_all(&new, options, links, Method::Udp).await;
     let action = format!(
         "{} of {} answering devices identified",
         found.len(),
@@ -97,6 +101,7 @@ pub async fn udp_phase(
 /// Scans every configured range, batch after batch.
 pub async fn tcp_phase(
     options: &DiscoveryOptions,
+    links: &dyn LinkSource,
     tracker: &mut ProgressTracker,
 ) -> Vec<Discovered> {
     let batches = plan_batches(
@@ -109,7 +114,7 @@ pub async fn tcp_phase(
 
     let mut found = Vec::new();
     for (index, batch) in batches.iter().enumerate() {
-        found.extend(scan_batch(batch, &options.tcp, options.link).await);
+        found.extend(scan_batch(batch, &options.tcp, options.link, links).await);
         let action = format!("Scanned batch {} of {}", index + 1, batches.len());
         tracker.update(&action, found.len());
     }
@@ -122,10 +127,12 @@ pub async fn tcp_phase(
 pub async fn identify_all(
     addresses: &[DeviceAddress],
     options: &DiscoveryOptions,
+    links: &dyn LinkSource,
     method: Method,
 ) -> Vec<Discovered> {
     let attempts = addresses.iter().map(|address| async move {
-        let result = identify(*address, options.link, method).await;
+        let link = link_for(links, *address, options.link);
+        let result = identify(link, method).await;
         if let Err(error) = &result {
             log::info!(
                 "{method} discovery: {address} announced itself but did not identify: {error}"

@@ -10,19 +10,23 @@ use async_io::{Async, Timer};
 use async_lock::Semaphore;
 use futures_lite::future;
 
-use super::{Discovered, Method, TcpOptions, identify, join_all};
-use crate::device::LinkOptions;
+use super::{Discovered, LinkSource, Method, TcpOptions, identify, join_all};
+use crate::device::{DeviceLink, LinkOptions};
 use crate::thermostat::DeviceAddress;
 
 /// Scans one batch and returns the thermostats identified in it, in address order.
+/// Addresses that `links` already polls are skipped: their thermostat is known, and a
+/// probe beside the poller would put a second request in flight.
 pub async fn scan_batch(
     batch: &[SocketAddr],
     options: &TcpOptions,
     link_options: LinkOptions,
+    links: &dyn LinkSource,
 ) -> Vec<Discovered> {
     let permits = Semaphore::new(options.concurrency.max(1));
     let probes = batch
         .iter()
+        .filter(|target| links.link_at(DeviceAddress::new(**target)).is_none())
         .map(|target| probe(*target, &permits, options.connect_timeout, link_options));
     join_all(probes).await.into_iter().flatten().collect()
 }
@@ -43,7 +47,8 @@ async fn probe(
         return None;
     }
 
-    match identify(DeviceAddress::new(target), link_options, Method::Tcp).await {
+    let link = std::sync::Arc::new(DeviceLink::new(DeviceAddress::new(target), link_options));
+    match identify(link, Method::Tcp).await {
         Ok(found) => Some(found),
         Err(error) => {
             log::debug!("TCP scan: {target} accepted a connection but is no thermostat: {error}");

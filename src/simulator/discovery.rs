@@ -10,7 +10,8 @@ use async_io::Async;
 
 use crate::discovery::message::{MAX_NOTIFY_BYTES, is_discover_request, notify_message};
 
-/// Answers WM-DISCOVER requests until the future is dropped.
+/// Sends one WM-NOTIFY per device for each WM-DISCOVER request, until the future is
+/// dropped.
 pub(crate) async fn answer_discover(
     socket: Async<UdpSocket>,
     locations: Vec<Arc<Mutex<SocketAddr>>>,
@@ -35,7 +36,7 @@ pub(crate) async fn answer_discover(
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let message = notify_message(address);
             if let Err(error) = socket.send_to(message.as_bytes(), peer).await {
-                log::debug!("simulated WM-DISCOVER responder: cannot answer {peer}: {error}");
+                log::debug!("simulated WM-DISCOVER responder: cannot reply to {peer}: {error}");
             }
         }
     }

@@ -1,0 +1,188 @@
+//! The daemon's discovery against a simulated fleet with a WM-DISCOVER responder on
+//! loopback: thermostats found without configured addresses, a moved thermostat
+//! followed to its new address on the same row, and no overlapping requests.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use thermostat_server::config::Config;
+use thermostat_server::daemon::{self, RunOptions};
+use thermostat_server::discovery::Method;
+use thermostat_server::shutdown::Shutdown;
+use thermostat_server::simulator::{Fleet, FleetOptions};
+
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(3);
+
+struct RunningDaemon {
+    shutdown: Shutdown,
+    thread: JoinHandle<Result<(), String>>,
+}
+
+impl RunningDaemon {
+    fn start(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral API port");
+        let shutdown = Shutdown::new();
+        let options = RunOptions {
+            api_listener: Some(listener),
+            shutdown: shutdown.clone(),
+            handle_signals: false,
+        };
+        let thread = std::thread::spawn(move || {
+            daemon::run(&config, options).map_err(|error| error.to_string())
+        });
+        Self { shutdown, thread }
+    }
+
+    fn stop(self) {
+        self.shutdown.trigger();
+        let result = self.thread.join().expect("daemon thread");
+        assert_eq!(result, Ok(()));
+    }
+}
+
+fn udp_fleet(count: usize) -> Fleet {
+    Fleet::start(FleetOptions {
+        count,
+        discovery: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        ..FleetOptions::default()
+    })
+    .expect("fleet starts")
+}
+
+/// A daemon with no configured addresses that discovers by stored address and UDP.
+fn discovering_config(url: &str, fleet: &Fleet) -> Config {
+    let mut config = Config::new("test_site", url);
+    config.polling.interval = Duration::from_millis(500);
+    config.polling.request_timeout = Duration::from_secs(2);
+    config.polling.min_request_gap = Duration::from_millis(50);
+    config.polling.offline_after_failures = 2;
+    config.polling.max_backoff = Duration::from_secs(1);
+    config.database.flush_interval = Duration::from_millis(200);
+    config.discovery.methods = vec![Method::Database, Method::Udp];
+    config.discovery.interval = DISCOVERY_INTERVAL;
+    config.discovery.udp.group = fleet.discovery_address().expect("responder runs");
+    config.discovery.udp.bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    config.discovery.udp.window = Duration::from_secs(1);
+    config.discovery.udp.repeat_gap = Duration::from_millis(300);
+    config
+}
+
+fn connect(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls).expect("connect to the test database")
+}
+
+fn stored_address(client: &mut postgres::Client, uuid: &str) -> Option<String> {
+    client
+        .query_opt(
+            "SELECT ip_address FROM thermostats WHERE thermostat_id = $1",
+            &[&uuid],
+        )
+        .ok()
+        .flatten()
+        .map(|row| row.get(0))
+}
+
+fn thermostat_count(client: &mut postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM thermostats", &[])
+        .map(|row| row.get(0))
+        .unwrap_or(0)
+}
+
+/// Polls `condition` every 100 ms until it is true or `limit` passes.
+fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn daemon_registers_udp_finds() {
+    let url = support::fresh_database_url("daemon_registers_udp_finds");
+    let fleet = udp_fleet(3);
+    let daemon = RunningDaemon::start(discovering_config(&url, &fleet));
+    let mut client = connect(&url);
+
+    wait_for(Duration::from_secs(15), "3 registered thermostats", || {
+        thermostat_count(&mut client) == 3
+    });
+    for device in fleet.devices() {
+        let address = stored_address(&mut client, device.uuid());
+        assert_eq!(address, Some(device.address().to_string()));
+    }
+    let method: String = client
+        .query_one("SELECT discovery_method FROM thermostats LIMIT 1", &[])
+        .expect("one row")
+        .get(0);
+    assert_eq!(method, "udp");
+    daemon.stop();
+}
+
+#[test]
+fn moved_thermostat_followed_on_same_row() {
+    let url = support::fresh_database_url("moved_thermostat_followed");
+    let fleet = udp_fleet(3);
+    let daemon = RunningDaemon::start(discovering_config(&url, &fleet));
+    let mut client = connect(&url);
+    let moved = &fleet.devices()[1];
+    wait_for(Duration::from_secs(15), "3 registered thermostats", || {
+        thermostat_count(&mut client) == 3
+    });
+    let first_seen_before: jiff::Timestamp = first_seen(&mut client, moved.uuid());
+
+    let new_address = fleet
+        .move_device(1, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .expect("device moves");
+    moved.handle().reset_stats();
+    let waited = wait_for(
+        DISCOVERY_INTERVAL * 2 + Duration::from_secs(3),
+        "polls at the new address",
+        || {
+            moved
+                .handle()
+                .stats()
+                .requests_by_path
+                .get("/tstat")
+                .copied()
+                .unwrap_or(0)
+                > 0
+        },
+    );
+    eprintln!("moved thermostat polled at its new address after {waited:?}");
+
+    assert_eq!(
+        stored_address(&mut client, moved.uuid()),
+        Some(new_address.to_string())
+    );
+    assert_eq!(thermostat_count(&mut client), 3);
+    assert_eq!(first_seen(&mut client, moved.uuid()), first_seen_before);
+    daemon.stop();
+    for device in fleet.devices() {
+        assert_eq!(
+            device.handle().stats().overlapping_requests,
+            0,
+            "thermostat {} had overlapping requests",
+            device.uuid()
+        );
+    }
+}
+
+fn first_seen(client: &mut postgres::Client, uuid: &str) -> jiff::Timestamp {
+    let row = client
+        .query_one(
+            "SELECT extract(epoch FROM first_seen)::float8 FROM thermostats WHERE thermostat_id = $1",
+            &[&uuid],
+        )
+        .expect("row exists");
+    let seconds: f64 = row.get(0);
+    jiff::Timestamp::from_microsecond((seconds * 1e6).round() as i64).expect("valid time")
+}
