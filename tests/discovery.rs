@@ -336,3 +336,74 @@ fn udp_to_silent_group_finds_nothing() {
 
     assert!(run(&options, &[Method::Udp]).is_empty());
 }
+
+fn single_device(model: thermostat_server::simulator::ModelProfile) -> Fleet {
+    Fleet::start(FleetOptions {
+        count: 1,
+        models: vec![model],
+        ..FleetOptions::default()
+    })
+    .expect("fleet starts")
+}
+
+fn link_to(fleet: &Fleet) -> thermostat_server::device::DeviceLink {
+    let address = thermostat_server::thermostat::DeviceAddress::new(fleet.devices()[0].address());
+    thermostat_server::device::DeviceLink::new(address, fast_link())
+}
+
+/// BL-13: a CT50 that reports `override 1` keeps its temporary setpoint, because the
+/// clock is not written at all.
+#[test]
+fn clock_sync_skipped_during_override() {
+    use thermostat_server::discovery::setup::{ClockOutcome, sync_clock};
+    let fleet = single_device(thermostat_server::simulator::ModelProfile::Ct50);
+    let handle = fleet.devices()[0].handle();
+    handle
+        .apply_tstat_post(r#"{"t_heat":79.5}"#)
+        .expect("temporary setpoint accepted");
+
+    let outcome = smol::block_on(sync_clock(&link_to(&fleet), &jiff::ZonedDateTime::now()))
+        .expect("device replies");
+
+    assert!(matches!(outcome, ClockOutcome::Skipped(_)), "{outcome:?}");
+    assert_eq!(handle.snapshot().heat_target, 79.5);
+    assert!(handle.snapshot().temporary_override);
+}
+
+/// BL-13: a CT50 V1.09 always reports `override 0`, so the clock write clears the
+/// temporary setpoint unseen; the setpoint is read back and restored.
+#[test]
+fn clock_sync_restores_hidden_override() {
+    use thermostat_server::discovery::setup::{ClockOutcome, sync_clock};
+    let fleet = single_device(thermostat_server::simulator::ModelProfile::Ct50V109);
+    let handle = fleet.devices()[0].handle();
+    handle
+        .apply_tstat_post(r#"{"t_heat":79.5}"#)
+        .expect("temporary setpoint accepted");
+
+    let outcome = smol::block_on(sync_clock(&link_to(&fleet), &jiff::ZonedDateTime::now()))
+        .expect("device replies");
+
+    assert_eq!(outcome, ClockOutcome::Restored { target: 79.5 });
+    assert_eq!(handle.snapshot().heat_target, 79.5);
+    assert_eq!(handle.stats().forbidden_writes, 0);
+}
+
+#[test]
+fn clock_sync_sets_device_clock() {
+    use thermostat_server::discovery::setup::{ClockOutcome, sync_clock};
+    let fleet = single_device(thermostat_server::simulator::ModelProfile::Ct50);
+    let handle = fleet.devices()[0].handle();
+    handle.set_clock(6, 23, 59);
+    let now: jiff::ZonedDateTime = "2026-12-08T09:30:00[UTC]".parse().expect("valid time");
+
+    let outcome = smol::block_on(sync_clock(&link_to(&fleet), &now)).expect("device replies");
+
+    assert_eq!(outcome, ClockOutcome::Synced);
+    // Tuesday 09:30, counted from Monday 00:00; the device clock may have ticked once.
+    let minute = handle.snapshot().week_minute;
+    assert!(
+        (24 * 60 + 9 * 60 + 30..=24 * 60 + 9 * 60 + 31).contains(&minute),
+        "{minute}"
+    );
+}

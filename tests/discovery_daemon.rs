@@ -186,3 +186,62 @@ fn first_seen(client: &mut postgres::Client, uuid: &str) -> jiff::Timestamp {
     let seconds: f64 = row.get(0);
     jiff::Timestamp::from_microsecond((seconds * 1e6).round() as i64).expect("valid time")
 }
+
+#[test]
+fn tcp_scan_runs_when_udp_finds_nothing() {
+    use std::net::IpAddr;
+    use thermostat_server::discovery::AddressRange;
+
+    let url = support::fresh_database_url("tcp_scan_when_udp_silent");
+    let ips: Vec<IpAddr> = (0..4)
+        .map(|index| IpAddr::V4(Ipv4Addr::new(127, 0, 8, 2 + 5 * index)))
+        .collect();
+    let fleet = Fleet::start(FleetOptions {
+        count: ips.len(),
+        bind_ips: ips,
+        ..FleetOptions::default()
+    })
+    .expect("fleet starts");
+    // A socket that never replies stands in for a network where multicast is dropped.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+
+    let mut config = Config::new("test_site", &url);
+    config.polling.interval = Duration::from_millis(500);
+    config.polling.min_request_gap = Duration::from_millis(50);
+    config.database.flush_interval = Duration::from_millis(200);
+    config.discovery.methods = vec![Method::Database, Method::Udp, Method::Tcp];
+    config.discovery.udp.group = silent.local_addr().expect("address");
+    config.discovery.udp.bind = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    config.discovery.udp.window = Duration::from_millis(500);
+    let range: AddressRange = "127.0.8.1-127.0.8.32".parse().expect("valid range");
+    config.discovery.tcp.ranges = vec![range];
+    config.discovery.tcp.port = fleet.devices()[0].address().port();
+    config.discovery.tcp.batch_size = 8;
+    config.discovery.tcp.connect_timeout = Duration::from_millis(300);
+    let daemon = RunningDaemon::start(config);
+    let mut client = connect(&url);
+
+    wait_for(
+        Duration::from_secs(15),
+        "4 thermostats found by TCP",
+        || thermostat_count(&mut client) == 4,
+    );
+    let method: String = client
+        .query_one("SELECT DISTINCT discovery_method FROM thermostats", &[])
+        .expect("one method")
+        .get(0);
+    assert_eq!(method, "tcp");
+    wait_for(Duration::from_secs(10), "clock writes", || {
+        fleet.devices().iter().all(|device| {
+            let stats = device.handle().stats();
+            stats
+                .post_bodies
+                .iter()
+                .any(|post| post.body.contains("\"time\""))
+        })
+    });
+    daemon.stop();
+    for device in fleet.devices() {
+        assert_eq!(device.handle().stats().overlapping_requests, 0);
+    }
+}

@@ -16,6 +16,7 @@ pub(super) const DISCOVERY_KEYS: &[&str] = &[
     "methods",
     "interval_seconds",
     "known_timeout_seconds",
+    "sync_clock",
     "udp_group",
     "udp_bind",
     "udp_interface",
@@ -37,6 +38,9 @@ pub struct DiscoveryConfig {
     /// Time between periodic discovery runs.
     pub interval: Duration,
     pub known_timeout: Duration,
+    /// Set the clock of each newly registered thermostat, unless that could clear a
+    /// temporary setpoint.
+    pub sync_clock: bool,
     pub udp: UdpOptions,
     pub tcp: TcpOptions,
 }
@@ -48,6 +52,7 @@ impl Default for DiscoveryConfig {
             methods: Method::ALL.to_vec(),
             interval: Duration::from_secs(30 * 60),
             known_timeout: options.known_timeout,
+            sync_clock: true,
             udp: options.udp,
             tcp: options.tcp,
         }
@@ -90,6 +95,11 @@ pub(super) fn read_discovery(root: &Table, problems: &mut Vec<Problem>) -> Disco
         .integer("known_timeout_seconds", 1..=60, "seconds")
         .or_default(defaults.known_timeout.as_secs());
 
+    let sync_clock = section
+        .boolean("sync_clock")
+        .or_default(defaults.sync_clock)
+        .unwrap_or(defaults.sync_clock);
+
     let udp = read_udp(&mut section, &defaults.udp);
     let tcp = read_tcp(&mut section, &defaults.tcp);
     section.finish(SECTIONS);
@@ -98,6 +108,7 @@ pub(super) fn read_discovery(root: &Table, problems: &mut Vec<Problem>) -> Disco
         methods,
         interval: interval.map_or(defaults.interval, Duration::from_secs),
         known_timeout: known_timeout.map_or(defaults.known_timeout, Duration::from_secs),
+        sync_clock,
         udp,
         tcp,
     }
@@ -251,6 +262,7 @@ mod tests {
             methods = ["udp", "tcp"]
             interval_seconds = 60
             known_timeout_seconds = 2
+            sync_clock = false
             udp_group = "127.0.0.1:19000"
             udp_bind = "127.0.0.1:0"
             udp_interface = "127.0.0.1"
@@ -267,6 +279,7 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(config.methods, [Method::Udp, Method::Tcp]);
         assert_eq!(config.interval, Duration::from_secs(60));
+        assert!(!config.sync_clock);
         assert_eq!(config.udp.group, "127.0.0.1:19000".parse().expect("valid"));
         assert_eq!(config.udp.interface, Some(Ipv4Addr::LOCALHOST));
         assert_eq!(config.udp.repeat_gap, Duration::from_millis(500));
@@ -304,6 +317,12 @@ mod tests {
     fn ipv6_group_rejected() {
         let (_, problems) = read("[discovery]\nudp_group = \"[ff02::1]:1900\"\n");
         assert_eq!(problems[0].key, "discovery.udp_group");
+    }
+
+    #[test]
+    fn string_sync_clock_rejected() {
+        let (_, problems) = read("[discovery]\nsync_clock = \"yes\"\n");
+        assert_eq!(problems[0].key, "discovery.sync_clock");
     }
 
     #[test]

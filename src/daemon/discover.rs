@@ -9,10 +9,12 @@ use async_channel::Receiver;
 use futures_lite::future;
 
 use crate::config::DiscoveryConfig;
+use crate::device::DeviceLink;
 use crate::discovery::run::{database_phase, udp_phase};
+use crate::discovery::setup::{ClockOutcome, sync_clock};
 use crate::discovery::tcp::scan_batch;
 use crate::discovery::{
-    Discovered, DiscoveryOptions, Method, PhaseStatus, ProgressCallback, ProgressTracker,
+    Discovered, DiscoveryOptions, Method, PhaseStatus, ProgressCallback, ProgressTracker, join_all,
     merge_found, plan_batches,
 };
 use crate::poll::Registry;
@@ -165,6 +167,7 @@ impl DiscoveryService {
     /// Upserts each thermostat by uuid and polls it at its address; a known uuid at a
     /// new address has its link moved there.
     async fn register_all(&self, devices: Vec<Discovered>) {
+        let mut new_links = Vec::new();
         for device in devices {
             let record = device.to_record();
             let id = record.id.clone();
@@ -180,6 +183,7 @@ impl DiscoveryService {
                 }
             };
 
+            let is_new = self.registry.link(&stored.id).is_none();
             // The link of another uuid at this address must not be shared: hand over
             // only a link that no poller uses yet.
             // NOTE: a poller does not check the uuid it reads, so until the old uuid is
@@ -188,8 +192,35 @@ impl DiscoveryService {
                 Some(_) => None,
                 None => Some(device.link),
             };
-            self.registry
+            let link = self
+                .registry
                 .ensure_polling(&stored.id, device.address, link);
+            if is_new && self.config.sync_clock {
+                new_links.push((stored.id, link));
+            }
+        }
+
+        // Each clock sync takes three or more requests, so the units are set in parallel.
+        let syncs = new_links.iter().map(|(id, link)| self.sync_clock(id, link));
+        join_all(syncs).await;
+    }
+
+    /// Sets the clock of a newly registered thermostat, through its polling link.
+    async fn sync_clock(&self, id: &ThermostatId, link: &DeviceLink) {
+        let now = jiff::ZonedDateTime::now();
+        let Some(result) = self.shutdown.or_stop(sync_clock(link, &now)).await else {
+            return;
+        };
+        match result {
+            Ok(ClockOutcome::Synced) => log::info!("thermostat {id}: clock set"),
+            Ok(ClockOutcome::Skipped(reason)) => {
+                log::info!("thermostat {id}: clock not set: {reason}")
+            }
+            Ok(ClockOutcome::Restored { target }) => log::warn!(
+                "thermostat {id}: the clock write cleared the temporary setpoint {target:.1}; \
+                 it was restored"
+            ),
+            Err(error) => log::warn!("thermostat {id}: cannot set the clock: {error}"),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod message;
 pub mod progress;
 pub mod range;
 pub mod run;
+pub mod setup;
 pub mod tcp;
 pub mod udp;
 

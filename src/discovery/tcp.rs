@@ -47,6 +47,9 @@ async fn probe(
         return None;
     }
 
+    // The probe was a connection to a single-threaded server: leave it the same quiet
+    // time as between two requests, so it has closed the probe before `/sys` arrives.
+    Timer::after(link_options.min_request_gap).await;
     let link = std::sync::Arc::new(DeviceLink::new(DeviceAddress::new(target), link_options));
     match identify(link, Method::Tcp).await {
         Ok(found) => Some(found),
