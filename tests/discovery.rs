@@ -131,7 +131,7 @@ fn udp_collects_each_device_once() {
         ..DiscoveryOptions::default()
     };
 
-    // Every device answers both requests, so 24 WM-NOTIFY datagrams arrive.
+    // Every device replies to both requests, so 24 WM-NOTIFY datagrams arrive.
     let found = run(&options, &[Method::Udp]);
 
     let uuids: HashSet<String> = found
@@ -320,7 +320,7 @@ fn slow_setup_path_still_identified() {
 
 #[test]
 fn udp_to_silent_group_finds_nothing() {
-    // A bound socket that never answers stands in for a network without thermostats.
+    // A bound socket that never replies plays a network without thermostats.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let options = DiscoveryOptions {
         udp: UdpOptions {

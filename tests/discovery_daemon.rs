@@ -52,7 +52,8 @@ fn udp_fleet(count: usize) -> Fleet {
     .expect("fleet starts")
 }
 
-/// A daemon with no configured addresses that discovers by stored address and UDP.
+/// Builds a daemon config with no configured addresses that discovers by stored
+/// address and UDP.
 fn discovering_config(url: &str, fleet: &Fleet) -> Config {
     let mut config = Config::new("test_site", url);
     config.polling.interval = Duration::from_millis(500);
@@ -202,7 +203,7 @@ fn tcp_scan_runs_when_udp_finds_nothing() {
         ..FleetOptions::default()
     })
     .expect("fleet starts");
-    // A socket that never replies stands in for a network where multicast is dropped.
+    // A socket that never replies plays a network where multicast is dropped.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
 
     let mut config = Config::new("test_site", &url);

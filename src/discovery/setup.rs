@@ -28,7 +28,7 @@ pub struct Setpoint {
     pub target: Option<f64>,
 }
 
-/// What `sync_clock` did.
+/// The result of `sync_clock`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClockOutcome {
     Skipped(&'static str),

@@ -85,6 +85,9 @@ pub struct FleetOptions {
     pub read_timeout: Duration,
     /// Address of the WM-DISCOVER responder, such as `127.0.0.1:0`; `None` runs none.
     pub discovery: Option<SocketAddr>,
+    /// Multicast group the responder joins on the `bind_ip` interface, such as
+    /// 239.255.255.250. Only for a network namespace or a lab network.
+    pub discovery_group: Option<Ipv4Addr>,
     /// When not empty, device `i` listens on `bind_ips[i]` instead of `bind_ip`, and
     /// every device uses the same port: `base_port`, or the first device's ephemeral
     /// port when `base_port` is 0. This lays a fleet out like a subnet for TCP scans.
@@ -105,6 +108,7 @@ impl Default for FleetOptions {
             time_speed: 1.0,
             read_timeout: Duration::from_secs(10),
             discovery: None,
+            discovery_group: None,
             bind_ips: Vec::new(),
         }
     }
@@ -190,7 +194,7 @@ impl Fleet {
         }
 
         let responder = match options.discovery {
-            Some(address) => Some(bind_responder(address)?),
+            Some(address) => Some(bind_responder(address, &options)?),
             None => None,
         };
         let discovery = match &responder {
@@ -431,13 +435,28 @@ struct DeviceServer {
     moves: async_channel::Receiver<Async<TcpListener>>,
 }
 
-fn bind_responder(address: SocketAddr) -> io::Result<Async<UdpSocket>> {
+fn bind_responder(address: SocketAddr, options: &FleetOptions) -> io::Result<Async<UdpSocket>> {
     let socket = UdpSocket::bind(address).map_err(|error| {
         io::Error::new(
             error.kind(),
             format!("failed to bind the simulated WM-DISCOVER responder to {address}: {error}"),
         )
     })?;
+
+    if let Some(group) = options.discovery_group {
+        let interface = match options.bind_ip {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        socket
+            .join_multicast_v4(&group, &interface)
+            .map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("failed to join multicast group {group} on {interface}: {error}"),
+                )
+            })?;
+    }
     Async::new(socket)
 }
 
