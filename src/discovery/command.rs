@@ -223,7 +223,7 @@ fn print_devices(devices: &[Discovered], progress: &Progress, json: bool) {
         let identity = &device.identity;
         println!(
             "{:<14} {:<22} {:<24} {:<20} {:<10} {}",
-            identity.sys.uuid,
+            identity.sys.uuid.as_str(),
             device.address.to_string(),
             identity.name,
             identity.model,

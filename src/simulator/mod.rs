@@ -214,6 +214,9 @@ impl Fleet {
             shutdown.clone(),
         )?;
         log::info!("simulated fleet of {} thermostats started", devices.len());
+        if let Some(address) = discovery {
+            log::info!("simulated WM-DISCOVER responder listening on {address}");
+        }
 
         Ok(Fleet {
             devices,
