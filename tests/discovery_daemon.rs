@@ -246,3 +246,57 @@ fn tcp_scan_runs_when_udp_finds_nothing() {
         assert_eq!(device.handle().stats().overlapping_requests, 0);
     }
 }
+
+#[test]
+fn first_tcp_batch_registered_before_rest() {
+    use std::net::IpAddr;
+    use thermostat_server::discovery::AddressRange;
+    use thermostat_server::simulator::Fault;
+
+    let url = support::fresh_database_url("first_tcp_batch_first");
+    let fleet = Fleet::start(FleetOptions {
+        count: 2,
+        bind_ips: vec![
+            IpAddr::V4(Ipv4Addr::new(127, 0, 9, 2)),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 9, 30)),
+        ],
+        // The unit in the last batch takes 3 s to return its name.
+        faults: vec![(
+            1,
+            Fault::SlowPath {
+                path: "/sys/name".to_string(),
+                delay: Duration::from_secs(3),
+            },
+        )],
+        ..FleetOptions::default()
+    })
+    .expect("fleet starts");
+
+    let mut config = Config::new("test_site", &url);
+    config.polling.min_request_gap = Duration::from_millis(50);
+    config.polling.interval = Duration::from_millis(500);
+    config.database.flush_interval = Duration::from_millis(200);
+    config.discovery.methods = vec![Method::Database, Method::Tcp];
+    config.discovery.sync_clock = false;
+    let range: AddressRange = "127.0.9.1-127.0.9.32".parse().expect("valid range");
+    config.discovery.tcp.ranges = vec![range];
+    config.discovery.tcp.port = fleet.devices()[0].address().port();
+    config.discovery.tcp.batch_size = 8;
+    let daemon = RunningDaemon::start(config);
+    let mut client = connect(&url);
+    let first = fleet.devices()[0].uuid();
+    let last = fleet.devices()[1].uuid();
+
+    wait_for(
+        Duration::from_secs(10),
+        "the first batch's thermostat",
+        || stored_address(&mut client, first).is_some(),
+    );
+    assert_eq!(stored_address(&mut client, last), None);
+    wait_for(
+        Duration::from_secs(10),
+        "the last batch's thermostat",
+        || stored_address(&mut client, last).is_some(),
+    );
+    daemon.stop();
+}

@@ -3,7 +3,9 @@
 //! and a targeted run when a thermostat goes offline. Every find is upserted by uuid
 //! and polled at its address, so a moved thermostat keeps its database row.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_channel::Receiver;
 use futures_lite::future;
@@ -22,7 +24,9 @@ use crate::shutdown::Shutdown;
 use crate::store::StoreHandle;
 use crate::thermostat::ThermostatId;
 
-/// Everything the discovery task needs.
+/// Everything the discovery task needs. A clone shares the scan flag, so a background
+/// scan and the task that started it agree on whether a scan is running.
+#[derive(Clone)]
 pub(super) struct DiscoveryService {
     pub store: StoreHandle,
     pub registry: Arc<Registry>,
@@ -32,6 +36,17 @@ pub(super) struct DiscoveryService {
     /// Uuids of thermostats that just went offline, from the poll tasks.
     pub offline: Receiver<ThermostatId>,
     pub progress: Option<ProgressCallback>,
+    /// True while a TCP scan runs, so that a second one does not start beside it.
+    pub scanning: Arc<AtomicBool>,
+}
+
+/// Progress of one TCP scan across batches.
+struct TcpScan {
+    tracker: ProgressTracker,
+    total: usize,
+    batch_count: usize,
+    scanned: usize,
+    found: usize,
 }
 
 /// The event that starts a discovery run.
@@ -129,8 +144,8 @@ impl DiscoveryService {
         count
     }
 
-    /// Scans the TCP ranges: the first batch's finds are registered before the rest of
-    /// the scan runs, each later batch as it completes.
+    /// Scans the first batch of the TCP ranges and registers its finds, then scans the
+    /// rest in a background task, registering each batch's finds as it completes.
     async fn phase_two(&self) {
         let batches = plan_batches(
             &self.options.tcp.ranges,
@@ -141,27 +156,55 @@ impl DiscoveryService {
             log::debug!("discovery: no TCP ranges configured");
             return;
         }
-
-        let mut tracker = ProgressTracker::new(self.progress.clone());
-        let total: usize = batches.iter().map(Vec::len).sum();
-        tracker.start(Method::Tcp, &format!("Scanning {total} addresses"));
-        let mut found = 0;
-        for (index, batch) in batches.iter().enumerate() {
-            let links = self.registry.as_ref();
-            let work = scan_batch(batch, &self.options.tcp, self.options.link, links);
-            let Some(devices) = self.shutdown.or_stop(work).await else {
-                return;
-            };
-            found += devices.len();
-            self.register_all(devices).await;
-            let action = format!("Scanned batch {} of {}", index + 1, batches.len());
-            tracker.update(&action, found);
+        if self.scanning.swap(true, Ordering::SeqCst) {
+            log::debug!("discovery: a TCP scan is still running; not starting another");
+            return;
         }
-        tracker.finish(
-            PhaseStatus::Completed,
-            &format!("Scanned {total} addresses"),
-            found,
-        );
+
+        let mut scan = TcpScan {
+            tracker: ProgressTracker::new(self.progress.clone()),
+            total: batches.iter().map(Vec::len).sum(),
+            batch_count: batches.len(),
+            scanned: 0,
+            found: 0,
+        };
+        scan.tracker
+            .start(Method::Tcp, &format!("Scanning {} addresses", scan.total));
+        let mut remaining = batches.into_iter();
+        if let Some(first) = remaining.next()
+            && !self.scan_batch(&first, &mut scan).await
+        {
+            return;
+        }
+
+        let background = self.clone();
+        self.registry.spawn(async move {
+            for batch in remaining {
+                if !background.scan_batch(&batch, &mut scan).await {
+                    return;
+                }
+            }
+            let action = format!("Scanned {} addresses", scan.total);
+            scan.tracker
+                .finish(PhaseStatus::Completed, &action, scan.found);
+            background.scanning.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Scans one batch and registers its finds. Returns false at shutdown.
+    async fn scan_batch(&self, batch: &[SocketAddr], scan: &mut TcpScan) -> bool {
+        let links = self.registry.as_ref();
+        let work = scan_batch(batch, &self.options.tcp, self.options.link, links);
+        let Some(devices) = self.shutdown.or_stop(work).await else {
+            return false;
+        };
+
+        scan.found += devices.len();
+        scan.scanned += 1;
+        self.register_all(devices).await;
+        let action = format!("Scanned batch {} of {}", scan.scanned, scan.batch_count);
+        scan.tracker.update(&action, scan.found);
+        true
     }
 
     /// Upserts each thermostat by uuid and polls it at its address; a known uuid at a

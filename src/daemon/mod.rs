@@ -216,6 +216,7 @@ fn run_executor(
         shutdown: shutdown.clone(),
         offline: offline_receiver,
         progress: None,
+        scanning: Arc::default(),
     };
     // Discovery starts once the stored thermostats are polled, so that its checks of
     // their addresses go through their links.
