@@ -168,10 +168,17 @@ fn moved_thermostat_followed_on_same_row() {
     assert_eq!(first_seen(&mut client, moved.uuid()), first_seen_before);
     daemon.stop();
     for device in fleet.devices() {
+        let stats = device.handle().stats();
         assert_eq!(
-            device.handle().stats().overlapping_requests,
+            stats.overlapping_requests,
             0,
             "thermostat {} had overlapping requests",
+            device.uuid()
+        );
+        assert_eq!(
+            stats.forbidden_writes,
+            0,
+            "POST /sys/mode to {}",
             device.uuid()
         );
     }
@@ -299,4 +306,62 @@ fn first_tcp_batch_registered_before_rest() {
         || stored_address(&mut client, last).is_some(),
     );
     daemon.stop();
+}
+
+fn discover_command(config: &std::path::Path, methods: &str) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_thermostat-server"))
+        .args(["discover", "--config"])
+        .arg(config)
+        .args(["--json", "--register", "--methods", methods])
+        .output()
+        .expect("discover runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON output")
+}
+
+#[test]
+fn register_keeps_away_temp_and_row() {
+    let url = support::fresh_database_url("discover_register_keeps");
+    let fleet = udp_fleet(2);
+    let folder = std::env::temp_dir().join(format!("discover-register-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).expect("create temporary folder");
+    let config = folder.join("site.toml");
+    let group = fleet.discovery_address().expect("responder runs");
+    let text = format!(
+        "[site]\nsite_id = \"test_site\"\n[database]\nurl = \"{url}\"\n\
+         [polling]\nmin_request_gap_ms = 50\n\
+         [discovery]\nudp_group = \"{group}\"\nudp_bind = \"127.0.0.1:0\"\n\
+         udp_window_seconds = 1\n"
+    );
+    std::fs::write(&config, text).expect("write config");
+    let uuid = fleet.devices()[0].uuid();
+
+    let first = discover_command(&config, "udp");
+    let mut client = connect(&url);
+    client
+        .execute(
+            "UPDATE thermostats SET away_temp = 60.5 WHERE thermostat_id = $1",
+            &[&uuid],
+        )
+        .expect("set away_temp");
+    let first_seen_before = first_seen(&mut client, uuid);
+    let second = discover_command(&config, "database,udp");
+
+    assert_eq!(first["thermostats"].as_array().map(Vec::len), Some(2));
+    assert_eq!(second["thermostats"].as_array().map(Vec::len), Some(2));
+    assert_eq!(second["thermostats"][0]["method"], "database");
+    assert_eq!(thermostat_count(&mut client), 2);
+    let away: Option<f64> = client
+        .query_one(
+            "SELECT away_temp::float8 FROM thermostats WHERE thermostat_id = $1",
+            &[&uuid],
+        )
+        .expect("row exists")
+        .get(0);
+    assert_eq!(away, Some(60.5));
+    assert_eq!(first_seen(&mut client, uuid), first_seen_before);
 }
