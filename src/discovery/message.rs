@@ -1,8 +1,9 @@
 //! The Marvell service discovery messages: the WM-DISCOVER request a client sends to
 //! the multicast group, and the WM-NOTIFY answer each thermostat unicasts back.
 //!
-//! No raw capture of a WM-NOTIFY exists, so the parser is lenient: header names in any
-//! case, LF or CRLF line ends, any header order, and one or more SERVICE/LOCATION pairs.
+//! The exact WM-NOTIFY layout is unverified (no packet capture is known), so the parser
+//! is lenient: header names in any case, LF or CRLF line ends, any header order, and
+//! one or more SERVICE/LOCATION pairs.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,7 +12,8 @@ use crate::thermostat::{DEFAULT_DEVICE_PORT, DeviceAddress};
 /// The service prefix that every RadioThermostat Wi-Fi module announces.
 pub const SYSTEM_SERVICE: &str = "com.marvell.wm.system";
 
-/// Largest WM-NOTIFY datagram read; real answers are about 120 bytes.
+/// Largest WM-NOTIFY datagram read. The reconstructed reply is about 120 bytes, so this
+/// leaves room for several SERVICE/LOCATION pairs.
 pub const MAX_NOTIFY_BYTES: usize = 2048;
 
 /// Builds the WM-DISCOVER request for the system service, byte for byte as the vendor's

@@ -101,7 +101,7 @@ pub fn parse_methods(text: &str) -> Result<Vec<Method>, String> {
 /// Settings of UDP discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpOptions {
-    /// Where WM-DISCOVER is sent: the multicast group in production, a loopback
+    /// Destination of WM-DISCOVER: the multicast group in production, a loopback
     /// responder in tests.
     pub group: SocketAddr,
     /// Local address of the socket; answers come back to it by unicast. Binding a

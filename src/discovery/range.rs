@@ -50,7 +50,7 @@ impl AddressRange {
         u32::from(self.last) - u32::from(self.first) + 1
     }
 
-    /// Always false: a range holds at least one address.
+    /// Always false: a range contains at least one address.
     pub fn is_empty(&self) -> bool {
         false
     }
