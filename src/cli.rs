@@ -1,4 +1,4 @@
-//! The command line: `run`, `check-config`, `simulate`, `demo`, `--version`.
+//! The command line: `run`, `check-config`, `discover`, `simulate`, `demo`, `--version`.
 //!
 //! Exit statuses follow sysexits: 0 success, 1 runtime failure, 2 bad usage,
 //! 66 unreadable config file, 78 invalid config.
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
-use crate::{config, daemon, demo, simulator};
+use crate::{config, daemon, demo, discovery, simulator};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -23,6 +23,8 @@ Usage: thermostat-server COMMAND [OPTIONS]
 Commands:
   run --config FILE       Run the daemon with the site configuration in FILE
   check-config FILE       Validate FILE and print every problem with its key
+  discover --config FILE  Find the site's thermostats once and print them
+                          (see discover --help)
   simulate [OPTIONS]      Serve simulated thermostats on loopback (see simulate --help)
   demo [OPTIONS]          Run the daemon against 20 simulated thermostats and a
                           throwaway PostgreSQL (see demo --help)
@@ -71,6 +73,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
             simulator::run_cli(rest)
         }
         "demo" => demo_command(rest),
+        "discover" => {
+            init_logging(log::LevelFilter::Warn);
+            discovery::command::run_cli(rest)
+        }
         "--version" | "-V" | "version" => {
             println!("thermostat-server {}", env!("CARGO_PKG_VERSION"));
             EXIT_OK

@@ -24,6 +24,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod device;
+pub mod discovery;
 pub mod health;
 pub mod net;
 pub mod pgtemp;

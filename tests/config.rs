@@ -1262,3 +1262,11 @@ fn weather_api_key_in_file_is_unknown() {
     let errors = reject(&weather_with("api_key = \"abc\""));
     assert_eq!(problem_keys(&errors), ["weather.api_key"]);
 }
+#[test]
+fn template_sets_discovery_defaults() {
+    let loaded = accept(&board_file("config.template.toml"));
+    assert_eq!(
+        loaded.config.discovery,
+        thermostat_server::config::DiscoveryConfig::default()
+    );
+}

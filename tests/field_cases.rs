@@ -107,6 +107,7 @@ fn poll_for(fleet: &Fleet, timing: Timing) -> PollRun {
         status: status.clone(),
         outside: Arc::new(OutsideTemperature::disabled()),
         shutdown: shutdown.clone(),
+        went_offline: None,
     });
 
     let id = ThermostatId::parse(device.uuid()).expect("simulator uuid is valid");

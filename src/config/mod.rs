@@ -7,6 +7,7 @@
 //! `board/config.template.toml` documents every key.
 
 mod check;
+mod discovery;
 mod fields;
 mod secrets;
 mod sections;
@@ -22,6 +23,7 @@ use jiff::tz::TimeZone;
 use crate::thermostat::DeviceAddress;
 
 pub use check::{EX_CONFIG, EX_NOINPUT, check_config, check_config_command};
+pub use discovery::DiscoveryConfig;
 pub use secrets::{
     API_TOKEN_VAR, DB_PASSWORD_VAR, SITE_TOKEN_VAR, Secret, Secrets, WEATHER_API_KEY_VAR,
     parse_env_file,
@@ -35,6 +37,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub polling: PollingConfig,
     pub thermostats: ThermostatsConfig,
+    pub discovery: DiscoveryConfig,
     pub retention: RetentionConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
@@ -43,7 +46,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Builds a configuration with every default, for demos and tests.
+    /// Builds a configuration with every default, for demos and tests, except that
+    /// discovery only checks stored addresses.
     pub fn new(site_id: &str, database_url: &str) -> Config {
         Config {
             site: SiteConfig {
@@ -57,6 +61,7 @@ impl Config {
             },
             polling: PollingConfig::default(),
             thermostats: ThermostatsConfig::default(),
+            discovery: DiscoveryConfig::database_only(),
             retention: RetentionConfig::default(),
             api: ApiConfig::default(),
             log: LogConfig::default(),

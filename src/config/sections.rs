@@ -38,11 +38,12 @@ const LOG_KEYS: &[&str] = &["level"];
 const SECRETS_KEYS: &[&str] = &["env_file"];
 
 /// Every section and its keys, in the order the template lists them.
-const SECTIONS: &[(&str, &[&str])] = &[
+pub(super) const SECTIONS: &[(&str, &[&str])] = &[
     ("site", SITE_KEYS),
     ("database", DATABASE_KEYS),
     ("polling", POLLING_KEYS),
     ("thermostats", THERMOSTATS_KEYS),
+    ("discovery", super::discovery::DISCOVERY_KEYS),
     ("retention", RETENTION_KEYS),
     ("api", API_KEYS),
     ("log", LOG_KEYS),
@@ -129,6 +130,7 @@ fn read_config(
     let database = read_database(root, report);
     let polling = read_polling(root, report);
     let thermostats = read_thermostats(root, report);
+    let discovery = super::discovery::read_discovery(root, &mut report.problems);
     let retention = read_retention(root, report);
     let api = read_api(root, report);
     let log = read_log(root, report);
@@ -143,6 +145,7 @@ fn read_config(
         database,
         polling,
         thermostats,
+        discovery,
         retention,
         api,
         log,

@@ -4,6 +4,7 @@
 //! the PostgreSQL connection, `api-N` serve the local API. They share only the health
 //! atomics, the shutdown signal and bounded queues.
 
+mod discover;
 mod onboard;
 pub mod systemd;
 
@@ -29,6 +30,9 @@ use crate::weather::Weather;
 
 /// Maximum time the store gets at shutdown to write what is buffered.
 const STORE_FLUSH_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Offline reports waiting for discovery; more in one burst share a run anyway.
+const OFFLINE_REPORTS: usize = 64;
 
 /// Number of threads serving the local API.
 const API_WORKERS: usize = 2;
@@ -177,6 +181,7 @@ fn run_executor(
     handle_signals: bool,
 ) -> Result<(), DaemonError> {
     let executor = Arc::new(smol::Executor::new());
+    let (offline_sender, offline_receiver) = async_channel::bounded(OFFLINE_REPORTS);
     let context = Arc::new(PollContext {
         sink: Arc::new(store.clone()),
         health,
@@ -185,6 +190,7 @@ fn run_executor(
         status: Arc::new(StatusBoard::new()),
         outside: weather.cell.clone(),
         shutdown: shutdown.clone(),
+        went_offline: Some(offline_sender),
     });
     let registry = Arc::new(Registry::new(
         Arc::downgrade(&executor),
@@ -209,14 +215,31 @@ fn run_executor(
     }
 
     let addresses = config.thermostats.addresses.clone();
-    let startup = onboard::start_polling(
+    let onboarding = onboard::start_polling(
         store.clone(),
         registry.clone(),
         addresses,
         link_options(config),
         shutdown.clone(),
     );
-    executor.spawn(startup).detach();
+    let discovery = discover::DiscoveryService {
+        store: store.clone(),
+        registry: registry.clone(),
+        config: config.discovery.clone(),
+        options: config.discovery.options(&config.polling),
+        shutdown: shutdown.clone(),
+        offline: offline_receiver,
+        progress: None,
+        scanning: Arc::default(),
+    };
+    // Discovery starts once the stored thermostats are polled, so that its checks of
+    // their addresses go through their links.
+    executor
+        .spawn(async move {
+            onboarding.await;
+            discovery.run().await;
+        })
+        .detach();
 
     // Let the tasks see the shutdown and end on their own before the executor drops.
     smol::block_on(executor.run(async {
@@ -291,7 +314,7 @@ async fn stop_on_signal(mut signals: async_signal::Signals, shutdown: Shutdown) 
     }
 }
 
-fn store_options(config: &Config) -> StoreOptions {
+pub(crate) fn store_options(config: &Config) -> StoreOptions {
     StoreOptions {
         url: config.database.url.clone(),
         password: config

@@ -33,6 +33,9 @@ pub struct PollContext {
     /// The latest outside temperature, stored beside each reading.
     pub outside: Arc<OutsideTemperature>,
     pub shutdown: Shutdown,
+    /// Receives the uuid of each thermostat that goes offline, so discovery can look
+    /// for it at a new address. A full channel drops the report.
+    pub went_offline: Option<async_channel::Sender<ThermostatId>>,
 }
 
 /// Polls one thermostat until shutdown. The first poll is due at `first_due`.
@@ -68,6 +71,9 @@ pub async fn poll_thermostat(
         poller.context.health.record_poll_heartbeat(now);
         poller.publish_status(outcome, transition, error_text);
         poller.log_transition(&link, transition);
+        if transition.went_offline {
+            poller.report_offline();
+        }
     }
     log::debug!("thermostat {}: polling stopped", poller.id);
 }
@@ -195,6 +201,17 @@ impl Poller {
             self.id,
             note.field
         );
+    }
+
+    fn report_offline(&self) {
+        if let Some(sender) = &self.context.went_offline
+            && sender.try_send(self.id.clone()).is_err()
+        {
+            log::debug!(
+                "thermostat {}: offline report dropped, discovery is busy or stopped",
+                self.id
+            );
+        }
     }
 
     fn log_transition(&self, link: &DeviceLink, transition: Transition) {

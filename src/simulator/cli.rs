@@ -20,7 +20,7 @@ const EXIT_FAILURE: i32 = 1;
 
 const USAGE: &str = "usage: thermostat-server simulate [--count N] [--bind IP] [--base-port P] \
 [--latency fast|realistic|MS] [--seed S] [--model NAME]... [--fault INDEX:KIND]... \
-[--time-speed F]";
+[--time-speed F] [--discovery IP:PORT [--discovery-group IP]]";
 
 const HELP: &str = "\
 Runs simulated RadioThermostat units, each serving the thermostat HTTP API on its own
@@ -49,6 +49,12 @@ Options:
                        refuse-concurrent         reset a second concurrent connection
                        flaky=HANG_P/NEG1_P       hang with HANG_P, else -1 with NEG1_P
   --time-speed F     simulated seconds per real second for room and clocks (default 1)
+  --discovery IP:PORT
+                     answer WM-DISCOVER on this UDP address with one WM-NOTIFY per
+                     device (default: no responder)
+  --discovery-group IP
+                     also join this multicast group, such as 239.255.255.250, on the
+                     --bind interface (only inside a network namespace or lab network)
   -h, --help         print this help
 ";
 
@@ -166,10 +172,31 @@ fn parse_args(args: Vec<OsString>) -> Result<Command, UsageError> {
                 let value = text(&mut parser, "--time-speed")?;
                 options.time_speed = parse_speed(&value)?;
             }
+            Long("discovery") => {
+                let value = text(&mut parser, "--discovery")?;
+                let expected = "a UDP address such as 127.0.0.1:1900";
+                options.discovery = Some(parse_value(&value, "--discovery", expected)?);
+            }
+            Long("discovery-group") => {
+                let value = text(&mut parser, "--discovery-group")?;
+                let expected = "an IPv4 multicast group such as 239.255.255.250";
+                let group: std::net::Ipv4Addr = parse_value(&value, "--discovery-group", expected)?;
+                if !group.is_multicast() {
+                    return Err(UsageError(format!(
+                        "invalid --discovery-group value {value:?}: expected {expected}"
+                    )));
+                }
+                options.discovery_group = Some(group);
+            }
             other => return Err(other.unexpected().into()),
         }
     }
 
+    if options.discovery_group.is_some() && options.discovery.is_none() {
+        return Err(UsageError(
+            "--discovery-group needs --discovery IP:PORT for the responder".to_string(),
+        ));
+    }
     if let Some((index, _)) = options
         .faults
         .iter()

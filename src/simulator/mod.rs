@@ -16,11 +16,13 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! NOTE: the devices do not respond to WM-DISCOVER, so tests give the daemon their
-//! addresses directly.
+//! With `FleetOptions::discovery` set, a UDP responder answers WM-DISCOVER with one
+//! WM-NOTIFY per device, and `Fleet::move_device` moves a running device to a new
+//! address, as DHCP does after a power cut.
 
 mod cli;
 mod device;
+mod discovery;
 mod fault;
 mod http;
 mod latency;
@@ -31,8 +33,8 @@ mod stats;
 mod tstat;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -81,6 +83,15 @@ pub struct FleetOptions {
     pub time_speed: f64,
     /// How long a device waits for a complete request before closing the connection.
     pub read_timeout: Duration,
+    /// Address of the WM-DISCOVER responder, such as `127.0.0.1:0`; `None` runs none.
+    pub discovery: Option<SocketAddr>,
+    /// Multicast group the responder joins on the `bind_ip` interface, such as
+    /// 239.255.255.250. Only for a network namespace or a lab network.
+    pub discovery_group: Option<Ipv4Addr>,
+    /// When not empty, device `i` listens on `bind_ips[i]` instead of `bind_ip`, and
+    /// every device uses the same port: `base_port`, or the first device's ephemeral
+    /// port when `base_port` is 0. This lays a fleet out like a subnet for TCP scans.
+    pub bind_ips: Vec<IpAddr>,
 }
 
 impl Default for FleetOptions {
@@ -96,6 +107,9 @@ impl Default for FleetOptions {
             post_options: PostOptions::default(),
             time_speed: 1.0,
             read_timeout: Duration::from_secs(10),
+            discovery: None,
+            discovery_group: None,
+            bind_ips: Vec::new(),
         }
     }
 }
@@ -103,15 +117,20 @@ impl Default for FleetOptions {
 /// One running simulated thermostat.
 #[derive(Debug, Clone)]
 pub struct SimDevice {
-    address: SocketAddr,
+    /// The current address, shared with the discovery responder and `move_device`.
+    address: Arc<Mutex<SocketAddr>>,
     uuid: String,
     model: ModelProfile,
     handle: SimHandle,
 }
 
 impl SimDevice {
+    /// Returns the address the device listens on now.
     pub fn address(&self) -> SocketAddr {
-        self.address
+        *self
+            .address
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The 12-digit lowercase hex uuid that `GET /sys` returns.
@@ -134,6 +153,9 @@ impl SimDevice {
 /// call them from synchronous code or a blocking thread, not from an async task.
 pub struct Fleet {
     devices: Vec<SimDevice>,
+    /// One sender per device; a listener sent there replaces the device's listener.
+    movers: Vec<async_channel::Sender<Async<TcpListener>>>,
+    discovery: Option<SocketAddr>,
     shutdown: Shutdown,
     thread: Option<JoinHandle<()>>,
 }
@@ -153,21 +175,96 @@ impl Fleet {
         let mut devices = Vec::with_capacity(options.count);
         let mut servers = Vec::with_capacity(options.count);
 
+        let mut movers = Vec::with_capacity(options.count);
+        let mut shared_port = options.base_port;
         for index in 0..options.count {
-            let (device, shared, listener) = start_device(&options, index, clock, week_minute)?;
+            let (device, shared, listener) =
+                start_device(&options, index, shared_port, clock, week_minute)?;
+            if !options.bind_ips.is_empty() {
+                shared_port = device.address().port();
+            }
+            let (mover, moves) = async_channel::bounded(1);
+            movers.push(mover);
             devices.push(device);
-            servers.push((shared, listener));
+            servers.push(DeviceServer {
+                device: shared,
+                listener,
+                moves,
+            });
         }
 
+        let responder = match options.discovery {
+            Some(address) => Some(bind_responder(address, &options)?),
+            None => None,
+        };
+        let discovery = match &responder {
+            Some(socket) => Some(socket.get_ref().local_addr()?),
+            None => None,
+        };
+        let locations = devices
+            .iter()
+            .map(|device| device.address.clone())
+            .collect();
+
         let shutdown = Shutdown::new();
-        let thread = spawn_executor(servers, options.read_timeout, shutdown.clone())?;
+        let thread = spawn_executor(
+            servers,
+            responder.map(|socket| (socket, locations)),
+            options.read_timeout,
+            shutdown.clone(),
+        )?;
         log::info!("simulated fleet of {} thermostats started", devices.len());
+        if let Some(address) = discovery {
+            log::info!("simulated WM-DISCOVER responder listening on {address}");
+        }
 
         Ok(Fleet {
             devices,
+            movers,
+            discovery,
             shutdown,
             thread: Some(thread),
         })
+    }
+
+    /// Returns the address of the WM-DISCOVER responder, if one runs.
+    pub fn discovery_address(&self) -> Option<SocketAddr> {
+        self.discovery
+    }
+
+    /// Moves device `index` to `address` (port 0 picks a free port) and returns the new
+    /// address. The old port closes, and a request in flight there is dropped.
+    pub fn move_device(&self, index: usize, address: SocketAddr) -> io::Result<SocketAddr> {
+        let (Some(device), Some(mover)) = (self.devices.get(index), self.movers.get(index)) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot move device {index}: the fleet has only {} devices",
+                    self.devices.len()
+                ),
+            ));
+        };
+
+        let listener = TcpListener::bind(address).map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("failed to bind simulated thermostat {index} to {address}: {error}"),
+            )
+        })?;
+        let new_address = listener.local_addr()?;
+        mover
+            .send_blocking(Async::new(listener)?)
+            .map_err(|_| io::Error::other("the simulated fleet has stopped"))?;
+
+        *device
+            .address
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = new_address;
+        log::info!(
+            "simulated thermostat {} moved to {new_address}",
+            device.uuid()
+        );
+        Ok(new_address)
     }
 
     pub fn devices(&self) -> &[SimDevice] {
@@ -220,6 +317,13 @@ fn validate(options: &FleetOptions) -> io::Result<()> {
             options.time_speed
         ));
     }
+    if !options.bind_ips.is_empty() && options.bind_ips.len() < options.count {
+        return invalid(format!(
+            "{} bind addresses for {} devices; give one address per device",
+            options.bind_ips.len(),
+            options.count
+        ));
+    }
     if let Some((index, _)) = options
         .faults
         .iter()
@@ -234,18 +338,26 @@ fn validate(options: &FleetOptions) -> io::Result<()> {
     Ok(())
 }
 
+/// Binds device `index` and builds its model. With `bind_ips`, the device binds its own
+/// address on `shared_port`.
 fn start_device(
     options: &FleetOptions,
     index: usize,
+    shared_port: u16,
     clock: SimClock,
     week_minute: u32,
 ) -> io::Result<(SimDevice, Arc<DeviceShared>, Async<TcpListener>)> {
-    let port = match options.base_port {
-        0 => 0,
-        // `validate` checked that the last port fits, so this cannot overflow.
-        base => base + index as u16,
+    let requested = match options.bind_ips.get(index) {
+        Some(ip) => SocketAddr::new(*ip, shared_port),
+        None => {
+            let port = match options.base_port {
+                0 => 0,
+                // `validate` checked that the last port fits, so this cannot overflow.
+                base => base + index as u16,
+            };
+            SocketAddr::new(options.bind_ip, port)
+        }
     };
-    let requested = SocketAddr::new(options.bind_ip, port);
     let listener = TcpListener::bind(requested).map_err(|error| {
         io::Error::new(
             error.kind(),
@@ -277,7 +389,7 @@ fn start_device(
         clock,
     ));
     let device = SimDevice {
-        address,
+        address: Arc::new(Mutex::new(address)),
         uuid,
         model,
         handle: SimHandle {
@@ -319,8 +431,43 @@ fn local_week_minute() -> u32 {
     day * 24 * 60 + hour * 60 + minute
 }
 
+/// One device's server: its model, its listener, and where its moves arrive.
+struct DeviceServer {
+    device: Arc<DeviceShared>,
+    listener: Async<TcpListener>,
+    moves: async_channel::Receiver<Async<TcpListener>>,
+}
+
+fn bind_responder(address: SocketAddr, options: &FleetOptions) -> io::Result<Async<UdpSocket>> {
+    let socket = UdpSocket::bind(address).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("failed to bind the simulated WM-DISCOVER responder to {address}: {error}"),
+        )
+    })?;
+
+    if let Some(group) = options.discovery_group {
+        let interface = match options.bind_ip {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        socket
+            .join_multicast_v4(&group, &interface)
+            .map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("failed to join multicast group {group} on {interface}: {error}"),
+                )
+            })?;
+    }
+    Async::new(socket)
+}
+
+type Responder = (Async<UdpSocket>, Vec<Arc<Mutex<SocketAddr>>>);
+
 fn spawn_executor(
-    servers: Vec<(Arc<DeviceShared>, Async<TcpListener>)>,
+    servers: Vec<DeviceServer>,
+    responder: Option<Responder>,
     read_timeout: Duration,
     shutdown: Shutdown,
 ) -> io::Result<JoinHandle<()>> {
@@ -328,12 +475,20 @@ fn spawn_executor(
         .name("simulator-fleet".to_string())
         .spawn(move || {
             let executor = smol::LocalExecutor::new();
-            let tasks: Vec<_> = servers
+            let mut tasks: Vec<_> = servers
                 .into_iter()
-                .map(|(device, listener)| {
-                    executor.spawn(server::serve_device(device, listener, read_timeout))
+                .map(|server| {
+                    executor.spawn(server::serve_movable(
+                        server.device,
+                        server.listener,
+                        server.moves,
+                        read_timeout,
+                    ))
                 })
                 .collect();
+            if let Some((socket, locations)) = responder {
+                tasks.push(executor.spawn(discovery::answer_discover(socket, locations)));
+            }
 
             smol::block_on(executor.run(shutdown.wait()));
 

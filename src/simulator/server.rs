@@ -30,6 +30,27 @@ struct Connection {
     accepted_at: Instant,
 }
 
+/// Runs one device's server until the future is dropped, switching to each listener
+/// that arrives on `moves` and closing the previous one.
+pub(crate) async fn serve_movable(
+    device: Arc<DeviceShared>,
+    mut listener: Async<TcpListener>,
+    moves: async_channel::Receiver<Async<TcpListener>>,
+    read_timeout: Duration,
+) {
+    loop {
+        let serve = async {
+            serve_device(device.clone(), listener, read_timeout).await;
+            None
+        };
+        let moved = async { moves.recv().await.ok() };
+        match future::or(moved, serve).await {
+            Some(next) => listener = next,
+            None => return,
+        }
+    }
+}
+
 /// Runs one device's server until the future is dropped.
 pub(crate) async fn serve_device(
     device: Arc<DeviceShared>,

@@ -1,0 +1,269 @@
+//! Discovery in the daemon: phase 1 at start-up (stored addresses, then UDP), phase 2
+//! (a TCP scan) when phase 1 finds nothing, a run every `discovery.interval_seconds`,
+//! and a targeted run when a thermostat goes offline. Every find is upserted by uuid
+//! and polled at its address, so a moved thermostat keeps its database row.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_channel::Receiver;
+use futures_lite::future;
+
+use crate::config::DiscoveryConfig;
+use crate::device::DeviceLink;
+use crate::discovery::run::{database_phase, udp_phase};
+use crate::discovery::setup::{ClockOutcome, sync_clock};
+use crate::discovery::tcp::scan_batch;
+use crate::discovery::{
+    Discovered, DiscoveryOptions, Method, PhaseStatus, ProgressCallback, ProgressTracker, join_all,
+    merge_found, plan_batches,
+};
+use crate::poll::Registry;
+use crate::shutdown::Shutdown;
+use crate::store::StoreHandle;
+use crate::thermostat::ThermostatId;
+
+/// Everything the discovery task needs. A clone shares the scan flag, so a background
+/// scan and the task that started it agree on whether a scan is running.
+#[derive(Clone)]
+pub(super) struct DiscoveryService {
+    pub store: StoreHandle,
+    pub registry: Arc<Registry>,
+    pub config: DiscoveryConfig,
+    pub options: DiscoveryOptions,
+    pub shutdown: Shutdown,
+    /// Uuids of thermostats that just went offline, from the poll tasks.
+    pub offline: Receiver<ThermostatId>,
+    pub progress: Option<ProgressCallback>,
+    /// True while a TCP scan runs, so that a second one does not start beside it.
+    pub scanning: Arc<AtomicBool>,
+}
+
+/// Progress of one TCP scan across batches.
+struct TcpScan {
+    tracker: ProgressTracker,
+    total: usize,
+    batch_count: usize,
+    scanned: usize,
+    found: usize,
+}
+
+/// The event that starts a discovery run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Periodic,
+    Offline,
+}
+
+impl DiscoveryService {
+    /// Runs start-up discovery, then periodic and targeted runs until shutdown.
+    pub async fn run(self) {
+        let found = self.phase_one().await;
+        if found == 0 && self.config.methods.contains(&Method::Tcp) {
+            log::info!(
+                "discovery found no thermostat by stored address or UDP; scanning TCP ranges"
+            );
+            self.phase_two().await;
+        }
+
+        while let Some(trigger) = self.wait_for_trigger().await {
+            match trigger {
+                Trigger::Periodic => log::debug!("periodic discovery starting"),
+                Trigger::Offline => {
+                    log::info!("discovery starting for thermostats that went offline")
+                }
+            }
+            let found = self.phase_one().await;
+            if self.config.methods.contains(&Method::Tcp)
+                && (trigger == Trigger::Periodic || found == 0)
+            {
+                self.phase_two().await;
+            }
+        }
+    }
+
+    /// Waits for the next interval or an offline report. Returns `None` at shutdown.
+    async fn wait_for_trigger(&self) -> Option<Trigger> {
+        let periodic = async {
+            self.shutdown
+                .sleep(self.config.interval)
+                .await
+                .then_some(Trigger::Periodic)
+        };
+        let offline = async {
+            match self.offline.recv().await {
+                Ok(id) => {
+                    log::info!("thermostat {id} went offline; looking for it at a new address");
+                    Some(Trigger::Offline)
+                }
+                // No poller can report any more, so only the interval remains.
+                Err(_) => future::pending().await,
+            }
+        };
+        let trigger = future::or(periodic, offline).await;
+
+        // Thermostats that went offline together (a power cut) share one run.
+        while self.offline.try_recv().is_ok() {}
+        trigger.filter(|_| !self.shutdown.is_triggered())
+    }
+
+    /// Checks the stored addresses and runs UDP discovery, registering each find.
+    /// Returns the number of thermostats found.
+    async fn phase_one(&self) -> usize {
+        let known = match self.store.load_thermostats().await {
+            Ok(records) => records,
+            Err(error) => {
+                log::warn!("discovery: cannot load the stored thermostats, checking none: {error}");
+                Vec::new()
+            }
+        };
+
+        let mut tracker = ProgressTracker::new(self.progress.clone());
+        let mut found: Vec<Discovered> = Vec::new();
+        let links = self.registry.as_ref();
+        if self.config.methods.contains(&Method::Database) {
+            let work = database_phase(&self.options, &known, links, &mut tracker);
+            let Some(devices) = self.shutdown.or_stop(work).await else {
+                return 0;
+            };
+            found.extend(devices);
+        }
+        if self.config.methods.contains(&Method::Udp) {
+            let work = udp_phase(&self.options, &found, links, &mut tracker);
+            let Some(devices) = self.shutdown.or_stop(work).await else {
+                return 0;
+            };
+            for device in devices {
+                merge_found(&mut found, device);
+            }
+        }
+
+        let count = found.len();
+        self.register_all(found).await;
+        count
+    }
+
+    /// Scans the first batch of the TCP ranges and registers its finds, then scans the
+    /// rest in a background task, registering each batch's finds as it completes.
+    async fn phase_two(&self) {
+        let batches = plan_batches(
+            &self.options.tcp.ranges,
+            self.options.tcp.port,
+            self.options.tcp.batch_size,
+        );
+        if batches.is_empty() {
+            log::debug!("discovery: no TCP ranges configured");
+            return;
+        }
+        if self.scanning.swap(true, Ordering::SeqCst) {
+            log::debug!("discovery: a TCP scan is still running; not starting another");
+            return;
+        }
+
+        let mut scan = TcpScan {
+            tracker: ProgressTracker::new(self.progress.clone()),
+            total: batches.iter().map(Vec::len).sum(),
+            batch_count: batches.len(),
+            scanned: 0,
+            found: 0,
+        };
+        scan.tracker
+            .start(Method::Tcp, &format!("Scanning {} addresses", scan.total));
+        let mut remaining = batches.into_iter();
+        if let Some(first) = remaining.next()
+            && !self.scan_batch(&first, &mut scan).await
+        {
+            return;
+        }
+
+        let background = self.clone();
+        self.registry.spawn(async move {
+            for batch in remaining {
+                if !background.scan_batch(&batch, &mut scan).await {
+                    return;
+                }
+            }
+            let action = format!("Scanned {} addresses", scan.total);
+            scan.tracker
+                .finish(PhaseStatus::Completed, &action, scan.found);
+            background.scanning.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Scans one batch and registers its finds. Returns false at shutdown.
+    async fn scan_batch(&self, batch: &[SocketAddr], scan: &mut TcpScan) -> bool {
+        let links = self.registry.as_ref();
+        let work = scan_batch(batch, &self.options.tcp, self.options.link, links);
+        let Some(devices) = self.shutdown.or_stop(work).await else {
+            return false;
+        };
+
+        scan.found += devices.len();
+        scan.scanned += 1;
+        self.register_all(devices).await;
+        let action = format!("Scanned batch {} of {}", scan.scanned, scan.batch_count);
+        scan.tracker.update(&action, scan.found);
+        true
+    }
+
+    /// Upserts each thermostat by uuid and polls it at its address; a known uuid at a
+    /// new address has its link moved there.
+    async fn register_all(&self, devices: Vec<Discovered>) {
+        let mut new_links = Vec::new();
+        for device in devices {
+            let record = device.to_record();
+            let id = record.id.clone();
+            let stored = match self.store.upsert_thermostat(record).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    log::warn!(
+                        "thermostat {id} at {}: found by {} discovery but cannot be registered: {error}",
+                        device.address,
+                        device.method
+                    );
+                    continue;
+                }
+            };
+
+            let is_new = self.registry.link(&stored.id).is_none();
+            // The link of another uuid at this address must not be shared: hand over
+            // only a link that no poller uses yet.
+            // NOTE: a poller does not check the uuid it reads, so until the old uuid is
+            // found elsewhere, its poller also reads the new unit at this address.
+            let link = match self.registry.id_at(device.address) {
+                Some(_) => None,
+                None => Some(device.link),
+            };
+            let link = self
+                .registry
+                .ensure_polling(&stored.id, device.address, link);
+            if is_new && self.config.sync_clock {
+                new_links.push((stored.id, link));
+            }
+        }
+
+        // Each clock sync takes three or more requests, so the units are set in parallel.
+        let syncs = new_links.iter().map(|(id, link)| self.sync_clock(id, link));
+        join_all(syncs).await;
+    }
+
+    /// Sets the clock of a newly registered thermostat, through its polling link.
+    async fn sync_clock(&self, id: &ThermostatId, link: &DeviceLink) {
+        let now = jiff::ZonedDateTime::now();
+        let Some(result) = self.shutdown.or_stop(sync_clock(link, &now)).await else {
+            return;
+        };
+        match result {
+            Ok(ClockOutcome::Synced) => log::info!("thermostat {id}: clock set"),
+            Ok(ClockOutcome::Skipped(reason)) => {
+                log::info!("thermostat {id}: clock not set: {reason}")
+            }
+            Ok(ClockOutcome::Restored { target }) => log::warn!(
+                "thermostat {id}: the clock write cleared the temporary setpoint {target:.1}; \
+                 it was restored"
+            ),
+            Err(error) => log::warn!("thermostat {id}: cannot set the clock: {error}"),
+        }
+    }
+}
