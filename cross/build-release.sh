@@ -4,7 +4,7 @@
 #   cross/build-release.sh armv7-unknown-linux-gnueabihf
 # Output: dist/thermostat-server-VERSION-TARGET.tar.gz and its .sha256.
 #
-# Uses the `cross` tool when a Docker engine answers (glibc 2.31 floor), and Debian's
+# Uses the `cross` tool when a Docker engine responds (glibc 2.31 floor), and Debian's
 # cross toolchain otherwise (rustc-web with the target's std, glibc 2.34 floor). Run
 # .ci/setup-cross once to install the Debian route.
 set -euo pipefail

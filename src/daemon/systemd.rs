@@ -11,8 +11,8 @@ use crate::health::{Health, HealthSnapshot};
 use crate::shutdown::Shutdown;
 use crate::store::StoreHandle;
 
-/// Longest wait for the first poll before readiness is reported anyway, so a site whose
-/// thermostats are all unreachable still starts (and says so in its log).
+/// Maximum wait for the first poll before readiness is reported anyway, so a site whose
+/// thermostats are all unreachable still starts, with a warning in its log.
 const FIRST_POLL_WAIT: Duration = Duration::from_secs(60);
 
 /// A connection to systemd's notification socket.
@@ -68,7 +68,7 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
-/// How old a heartbeat may be before the watchdog stops petting.
+/// The maximum heartbeat ages at which the watchdog still gets petted.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProgressLimits {
     pub poll: Duration,
