@@ -231,21 +231,34 @@ fn parse_value<T: std::str::FromStr>(
     })
 }
 
-/// Parses `--bind`, which must be a loopback address: simulated thermostats on a
-/// site's network would be found by the daemon and by anything else scanning it.
+/// Parses `--bind`, which must be a loopback address or one of the documentation
+/// ranges of RFC 5737 (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) that tests use
+/// inside their own network namespaces. Simulated thermostats on a site's network
+/// would be found by the daemon and by anything else scanning it.
 fn parse_loopback(value: &str) -> Result<std::net::IpAddr, UsageError> {
     let address: std::net::IpAddr = parse_value(
         value,
         "--bind",
         "a loopback address such as 127.0.0.1 or 127.0.0.2",
     )?;
-    if !address.is_loopback() {
+    if !address.is_loopback() && !is_documentation_range(address) {
         return Err(UsageError(format!(
             "invalid --bind value {value:?}: simulated thermostats listen only on loopback \
-             addresses (127.0.0.0/8 or ::1)"
+             addresses (127.0.0.0/8 or ::1) or, inside a test's network namespace, on the \
+             documentation ranges 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24"
         )));
     }
     Ok(address)
+}
+
+fn is_documentation_range(address: std::net::IpAddr) -> bool {
+    match address {
+        std::net::IpAddr::V4(v4) => matches!(
+            v4.octets(),
+            [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _]
+        ),
+        std::net::IpAddr::V6(_) => false,
+    }
 }
 
 fn parse_count(value: &str) -> Result<usize, UsageError> {
@@ -452,6 +465,7 @@ mod tests {
             (&["--bind", "localhost"][..], "loopback address"),
             (&["--bind", "0.0.0.0"][..], "only on loopback"),
             (&["--bind", "10.0.0.1"][..], "only on loopback"),
+            (&["--bind", "192.168.1.20"][..], "only on loopback"),
             (&["--latency", "slow"][..], "milliseconds"),
             (&["--model", "ct08"][..], "ct30"),
             (&["--fault", "0:boil"][..], "\"boil\""),
@@ -464,6 +478,14 @@ mod tests {
             let error = parse(args).expect_err("invalid usage");
             assert!(error.0.contains(expected), "{args:?}: {error}");
         }
+    }
+
+    #[test]
+    fn bind_accepts_documentation_range() {
+        let Ok(Command::Run(parsed)) = parse(&["--bind", "192.0.2.2"]) else {
+            panic!("192.0.2.2 is a documentation address");
+        };
+        assert_eq!(parsed.bind_ip.to_string(), "192.0.2.2");
     }
 
     #[test]
