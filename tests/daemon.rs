@@ -4,53 +4,14 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use support::daemon::{RunningDaemon, connect, http_get, wait_for};
+
+use std::net::TcpListener;
+use std::time::Duration;
 
 use thermostat_server::config::Config;
-use thermostat_server::daemon::{self, RunOptions};
-use thermostat_server::shutdown::Shutdown;
 use thermostat_server::simulator::{self, Fault, Fleet, FleetOptions, Reply, ScriptedReply};
 use thermostat_server::thermostat::DeviceAddress;
-
-/// A daemon running on its own thread with its API on an ephemeral loopback port.
-struct RunningDaemon {
-    api: SocketAddr,
-    shutdown: Shutdown,
-    thread: JoinHandle<Result<(), String>>,
-}
-
-impl RunningDaemon {
-    fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral API port");
-        let api = listener.local_addr().expect("API address");
-        let shutdown = Shutdown::new();
-        let options = RunOptions {
-            api_listener: Some(listener),
-            shutdown: shutdown.clone(),
-            handle_signals: false,
-        };
-        let thread = std::thread::spawn(move || {
-            daemon::run(&config, options).map_err(|error| error.to_string())
-        });
-        Self {
-            api,
-            shutdown,
-            thread,
-        }
-    }
-
-    /// Stops the daemon and returns how long the stop took.
-    fn stop(self) -> Duration {
-        let started = Instant::now();
-        self.shutdown.trigger();
-        let result = self.thread.join().expect("daemon thread");
-        assert_eq!(result, Ok(()));
-        started.elapsed()
-    }
-}
 
 fn test_config(url: &str, fleet: &Fleet) -> Config {
     let mut config = Config::new("test_site", url);
@@ -66,10 +27,6 @@ fn test_config(url: &str, fleet: &Fleet) -> Config {
     config
 }
 
-fn connect(url: &str) -> postgres::Client {
-    postgres::Client::connect(url, postgres::NoTls).expect("connect to the test database")
-}
-
 fn count(client: &mut postgres::Client, sql: &str, uuid: &str) -> i64 {
     client.query_one(sql, &[&uuid]).expect("count query").get(0)
 }
@@ -80,44 +37,6 @@ fn count_so_far(client: &mut postgres::Client, sql: &str, uuid: &str) -> i64 {
         .query_one(sql, &[&uuid])
         .map(|row| row.get(0))
         .unwrap_or(0)
-}
-
-/// Polls `condition` every 200 ms until it is true or `limit` passes.
-fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Sends `GET path` and returns the status code and body.
-fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream =
-        TcpStream::connect_timeout(&address, Duration::from_secs(2)).expect("connect to the API");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read answer");
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn negative_one_script() -> Fault {

@@ -4,44 +4,16 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use support::daemon::{RunningDaemon, connect, wait_for};
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use thermostat_server::config::Config;
-use thermostat_server::daemon::{self, RunOptions};
 use thermostat_server::discovery::Method;
-use thermostat_server::shutdown::Shutdown;
 use thermostat_server::simulator::{Fleet, FleetOptions};
 
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(3);
-
-struct RunningDaemon {
-    shutdown: Shutdown,
-    thread: JoinHandle<Result<(), String>>,
-}
-
-impl RunningDaemon {
-    fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral API port");
-        let shutdown = Shutdown::new();
-        let options = RunOptions {
-            api_listener: Some(listener),
-            shutdown: shutdown.clone(),
-            handle_signals: false,
-        };
-        let thread = std::thread::spawn(move || {
-            daemon::run(&config, options).map_err(|error| error.to_string())
-        });
-        Self { shutdown, thread }
-    }
-
-    fn stop(self) {
-        self.shutdown.trigger();
-        let result = self.thread.join().expect("daemon thread");
-        assert_eq!(result, Ok(()));
-    }
-}
 
 fn udp_fleet(count: usize) -> Fleet {
     Fleet::start(FleetOptions {
@@ -71,10 +43,6 @@ fn discovering_config(url: &str, fleet: &Fleet) -> Config {
     config
 }
 
-fn connect(url: &str) -> postgres::Client {
-    postgres::Client::connect(url, postgres::NoTls).expect("connect to the test database")
-}
-
 fn stored_address(client: &mut postgres::Client, uuid: &str) -> Option<String> {
     client
         .query_opt(
@@ -91,19 +59,6 @@ fn thermostat_count(client: &mut postgres::Client) -> i64 {
         .query_one("SELECT count(*) FROM thermostats", &[])
         .map(|row| row.get(0))
         .unwrap_or(0)
-}
-
-/// Polls `condition` every 100 ms until it is true or `limit` passes.
-fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    started.elapsed()
 }
 
 #[test]

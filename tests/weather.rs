@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::daemon::{RunningDaemon, connect, http_get};
+
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use thermostat_server::clock::{Clock, ManualClock, SystemClock};
 use thermostat_server::config::{Config, Secret, WeatherConfig};
-use thermostat_server::daemon::{self, RunOptions};
 use thermostat_server::shutdown::Shutdown;
 use thermostat_server::simulator::{Fleet, FleetOptions};
 use thermostat_server::thermostat::DeviceAddress;
@@ -507,48 +508,16 @@ fn missing_key_turns_service_off() {
 // ---------------------------------------------------------------------------------------
 // Through the daemon
 
-/// A daemon running on its own thread with its API on an ephemeral loopback port.
-struct RunningDaemon {
-    api: SocketAddr,
-    shutdown: Shutdown,
-    thread: JoinHandle<Result<(), String>>,
+/// Starts the daemon with the log captured, so tests can look for the API key in it.
+fn start_daemon(config: Config) -> RunningDaemon {
+    capture_log();
+    RunningDaemon::start(config)
 }
 
-impl RunningDaemon {
-    fn start(config: Config) -> Self {
-        capture_log();
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral API port");
-        let api = listener.local_addr().expect("API address");
-        let shutdown = Shutdown::new();
-        let options = RunOptions {
-            api_listener: Some(listener),
-            shutdown: shutdown.clone(),
-            handle_signals: false,
-        };
-        let thread = std::thread::spawn(move || {
-            daemon::run(&config, options).map_err(|error| error.to_string())
-        });
-        Self {
-            api,
-            shutdown,
-            thread,
-        }
-    }
-
-    fn weather_report(&self) -> serde_json::Value {
-        let (status, body) = http_get(self.api, "/api/weather/status");
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).expect("weather status is JSON")
-    }
-
-    /// Stops the daemon and returns how long the stop took.
-    fn stop(self) -> Duration {
-        let started = Instant::now();
-        self.shutdown.trigger();
-        let result = self.thread.join().expect("daemon thread");
-        assert_eq!(result, Ok(()));
-        started.elapsed()
-    }
+fn weather_report(daemon: &RunningDaemon) -> serde_json::Value {
+    let (status, body) = http_get(daemon.api, "/api/weather/status");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("weather status is JSON")
 }
 
 fn daemon_config(database_url: &str, fleet: &Fleet, weather: WeatherConfig, key: &str) -> Config {
@@ -575,39 +544,9 @@ fn start_fleet() -> Fleet {
     .expect("fleet starts")
 }
 
-fn connect(url: &str) -> postgres::Client {
-    postgres::Client::connect(url, postgres::NoTls).expect("connect to the test database")
-}
-
 /// Runs a `SELECT count(*)` query; 0 while the daemon has not created the tables yet.
 fn count_so_far(db: &mut postgres::Client, sql: &str) -> i64 {
     db.query_one(sql, &[]).map(|row| row.get(0)).unwrap_or(0)
-}
-
-/// Sends `GET path` and returns the status code and body.
-fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream =
-        TcpStream::connect_timeout(&address, Duration::from_secs(2)).expect("connect to the API");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 #[test]
@@ -616,7 +555,7 @@ fn daemon_stores_live_outside_temperature() {
     let url = support::fresh_database_url("weather_live");
     let fleet = start_fleet();
     let server = WeatherServer::start(Vec::new(), Answer::Temperature(52.5));
-    let daemon = RunningDaemon::start(daemon_config(&url, &fleet, weather_config(&server), key));
+    let daemon = start_daemon(daemon_config(&url, &fleet, weather_config(&server), key));
     let mut db = connect(&url);
 
     wait_for(
@@ -633,7 +572,7 @@ fn daemon_stores_live_outside_temperature() {
         &mut db,
         "SELECT count(*) FROM current_state WHERE local_temp = 52.5",
     );
-    let report = daemon.weather_report();
+    let report = weather_report(&daemon);
 
     // The rollup writes a minute once it has closed, so this waits for a real minute
     // boundary plus the store's grace period.
@@ -671,7 +610,7 @@ fn daemon_stores_fallback_after_failures() {
     let server = WeatherServer::start(Vec::new(), Answer::Status(500));
     let mut weather = weather_config(&server);
     weather.fallback_temp = Some(33.5);
-    let daemon = RunningDaemon::start(daemon_config(&url, &fleet, weather, key));
+    let daemon = start_daemon(daemon_config(&url, &fleet, weather, key));
     let mut db = connect(&url);
 
     wait_for(
@@ -684,7 +623,7 @@ fn daemon_stores_fallback_after_failures() {
             ) >= 2
         },
     );
-    let report = daemon.weather_report();
+    let report = weather_report(&daemon);
     daemon.stop();
 
     assert_eq!(server.request_count(), 4, "one attempt and 3 retries");
@@ -703,7 +642,7 @@ fn daemon_stores_null_once_value_is_stale() {
     weather.refresh = Duration::from_millis(300);
     weather.max_age = Duration::from_secs(1);
     weather.retries = 0;
-    let daemon = RunningDaemon::start(daemon_config(&url, &fleet, weather, key));
+    let daemon = start_daemon(daemon_config(&url, &fleet, weather, key));
     let mut db = connect(&url);
 
     wait_for(
@@ -732,7 +671,7 @@ fn daemon_stores_null_once_value_is_stale() {
         "SELECT count(*) FROM raw_readings WHERE local_temp = 61.0 AND ts > \
          (SELECT min(ts) FROM raw_readings WHERE local_temp = 61.0) + interval '1.5 seconds'",
     );
-    let report = daemon.weather_report();
+    let report = weather_report(&daemon);
     daemon.stop();
 
     assert_eq!(live_after_stale, 0);
@@ -749,7 +688,7 @@ fn daemon_polls_while_weather_hangs() {
     let server = WeatherServer::start(Vec::new(), Answer::Hang);
     let mut weather = weather_config(&server);
     weather.request_timeout = Duration::from_secs(60);
-    let daemon = RunningDaemon::start(daemon_config(&url, &fleet, weather, key));
+    let daemon = start_daemon(daemon_config(&url, &fleet, weather, key));
     let mut db = connect(&url);
 
     wait_for(
@@ -767,7 +706,7 @@ fn daemon_polls_while_weather_hangs() {
         "SELECT count(*) FROM raw_readings WHERE local_temp IS NOT NULL",
     );
     let (health, body) = http_get(daemon.api, "/api/system/health");
-    let report = daemon.weather_report();
+    let report = weather_report(&daemon);
     let stop_time = daemon.stop();
 
     assert_eq!(server.request_count(), 1, "the request is still in flight");
@@ -788,9 +727,9 @@ fn daemon_reports_weather_off_without_key() {
     let server = WeatherServer::start(Vec::new(), Answer::Temperature(41.5));
     let mut config = daemon_config(&url, &fleet, weather_config(&server), "unused");
     config.secrets.weather_api_key = None;
-    let daemon = RunningDaemon::start(config);
+    let daemon = start_daemon(config);
 
-    let report = daemon.weather_report();
+    let report = weather_report(&daemon);
     daemon.stop();
 
     assert_eq!(report["enabled"], false);

@@ -9,6 +9,8 @@
     reason = "each test binary uses a different subset of the helpers"
 )]
 
+pub mod daemon;
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
