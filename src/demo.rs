@@ -84,7 +84,7 @@ pub fn run(options: DemoOptions) -> i32 {
         RunOptions {
             shutdown,
             handle_signals: true,
-            api_listener: None,
+            ..RunOptions::default()
         },
     );
     fleet.stop();

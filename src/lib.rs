@@ -32,5 +32,6 @@ pub mod rollup;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;
+pub mod sync;
 pub mod thermostat;
 pub mod weather;

@@ -103,6 +103,19 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// Reads a boolean (`true` or `false`).
+    pub(super) fn boolean(&mut self, key: &'static str) -> Field<bool> {
+        match self.value(key) {
+            None => Field::Absent,
+            Some(Value::Boolean(flag)) => Field::Valid(*flag),
+            Some(other) => {
+                let message = format!("expected true or false, found {}", describe(other));
+                self.report(key, message);
+                Field::Invalid
+            }
+        }
+    }
+
     /// Reads a string that must be present.
     pub(super) fn required_string(&mut self, key: &'static str, expected: &str) -> Option<String> {
         match self.string(key, expected) {

@@ -24,6 +24,7 @@ use crate::poll::{PollContext, ReadingSink, Registry, StatusBoard};
 use crate::reading::{PollFailure, Reading};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreHandle, StoreOptions};
+use crate::sync::{DiscoveryRunner, Sync, SyncOptions};
 use crate::weather::OutsideTemperature;
 
 /// Maximum time the store gets at shutdown to write what is buffered.
@@ -41,6 +42,8 @@ pub struct RunOptions {
     pub shutdown: Shutdown,
     /// Turn SIGTERM and SIGINT into a shutdown.
     pub handle_signals: bool,
+    /// Runs the public server's `discover_devices` commands; without one they fail.
+    pub discovery: Option<Arc<dyn DiscoveryRunner>>,
 }
 
 /// An error that stops the daemon from running.
@@ -96,6 +99,9 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         None => bind_api(config)?,
     };
 
+    // Before the store and the executor start: this reads the CA file.
+    let sync = prepare_sync(config)?;
+
     let store = store::start(store_options(config), clock.clone(), health.clone());
     let api_state = Arc::new(ApiState {
         health: health.clone(),
@@ -122,6 +128,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         clock,
         &shutdown,
         options.handle_signals,
+        sync.map(|sync| (sync, options.discovery)),
     );
 
     shutdown.trigger();
@@ -166,12 +173,13 @@ fn run_executor(
     clock: Arc<dyn Clock>,
     shutdown: &Shutdown,
     handle_signals: bool,
+    sync: Option<(Sync, Option<Arc<dyn DiscoveryRunner>>)>,
 ) -> Result<(), DaemonError> {
     let executor = Arc::new(smol::Executor::new());
     let context = Arc::new(PollContext {
         sink: Arc::new(store.clone()),
         health,
-        clock,
+        clock: clock.clone(),
         schedule: schedule_options(config),
         status: Arc::new(StatusBoard::new()),
         outside: Arc::new(OutsideTemperature::disabled()),
@@ -204,6 +212,16 @@ fn run_executor(
     );
     executor.spawn(startup).detach();
 
+    if let Some((sync, discovery)) = sync {
+        sync.start(
+            store.clone(),
+            registry.clone(),
+            discovery,
+            clock,
+            shutdown.clone(),
+        );
+    }
+
     // Let the tasks see the shutdown and end on their own before the executor drops.
     smol::block_on(executor.run(async {
         shutdown.wait().await;
@@ -220,6 +238,35 @@ async fn stop_on_signal(mut signals: async_signal::Signals, shutdown: Shutdown) 
         log::info!("received {signal:?}; stopping");
         shutdown.trigger();
     }
+}
+
+/// Builds the public server sync when `[public_server]` is configured. A CA file that
+/// cannot be used stops the start, because the sync could never succeed.
+fn prepare_sync(config: &Config) -> Result<Option<Sync>, DaemonError> {
+    let Some(section) = &config.public_server else {
+        log::info!("no [public_server] section: the public server sync is off");
+        return Ok(None);
+    };
+    let Some(token) = config.secrets.site_token.clone() else {
+        return Err(DaemonError::Startup(format!(
+            "[public_server] is configured but {} is not set; set it or remove the section",
+            crate::config::SITE_TOKEN_VAR
+        )));
+    };
+
+    let mut options = SyncOptions::new(&section.base_url, &config.site.site_id, token);
+    options.tls.extra_ca_file = section.ca_cert.clone();
+    options.tls.verify = section.ssl_verify;
+    options.request_timeout = section.request_timeout;
+    options.state_change_wait = section.state_change_wait;
+    options.snapshot_interval = section.snapshot_interval;
+    options.minute_interval = section.minute_interval;
+    options.command_interval = section.command_interval;
+    options.results_interval = section.results_interval;
+
+    Sync::prepare(options)
+        .map(Some)
+        .map_err(|error| DaemonError::Startup(format!("public server sync: {error}")))
 }
 
 fn store_options(config: &Config) -> StoreOptions {
