@@ -231,6 +231,10 @@ pub struct PublicServerConfig {
     pub minute_interval: Duration,
     pub command_interval: Duration,
     pub results_interval: Duration,
+    /// Longest wait between retries after 429, 5xx or no answer.
+    pub max_backoff: Duration,
+    /// Wait between retries after 401 or 403, and between their log lines.
+    pub auth_retry: Duration,
 }
 
 impl PublicServerConfig {
@@ -246,6 +250,8 @@ impl PublicServerConfig {
             minute_interval: Duration::from_secs(60),
             command_interval: Duration::from_secs(10),
             results_interval: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(300),
+            auth_retry: Duration::from_secs(300),
         }
     }
 }

@@ -45,6 +45,8 @@ const PUBLIC_SERVER_KEYS: &[&str] = &[
     "minute_interval_seconds",
     "command_poll_seconds",
     "results_interval_seconds",
+    "max_backoff_seconds",
+    "auth_retry_seconds",
 ];
 
 /// Every section and its keys, in the order the template lists them.
@@ -615,6 +617,8 @@ fn read_public_server(
         1..=60,
         defaults.results_interval,
     );
+    let max_backoff = seconds("max_backoff_seconds", 1..=3600, defaults.max_backoff);
+    let auth_retry = seconds("auth_retry_seconds", 10..=3600, defaults.auth_retry);
 
     if let Some(path) = &ca_cert
         && !path.is_file()
@@ -645,6 +649,8 @@ fn read_public_server(
         minute_interval,
         command_interval,
         results_interval,
+        max_backoff,
+        auth_retry,
     })
 }
 

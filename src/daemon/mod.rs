@@ -263,6 +263,8 @@ fn prepare_sync(config: &Config) -> Result<Option<Sync>, DaemonError> {
     options.minute_interval = section.minute_interval;
     options.command_interval = section.command_interval;
     options.results_interval = section.results_interval;
+    options.retry_max = section.max_backoff;
+    options.auth_retry = section.auth_retry;
 
     Sync::prepare(options)
         .map(Some)

@@ -65,7 +65,8 @@ impl Registration {
             Err(error) => return store_failed("registration", &error),
         };
         if records.is_empty() {
-            return interval;
+            // Nothing onboarded yet; look again soon, because the first list matters.
+            return interval.min(Duration::from_secs(2));
         }
         let body = register_body(&records);
         if self.last_sent.as_ref() == Some(&body) {
