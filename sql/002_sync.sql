@@ -4,7 +4,7 @@
 -- of the readings they belong to.
 
 -- One row per reading that carried a state change (not the first reading after
--- start-up: the 30 s snapshot reports that state). acked_at is set after a 2xx answer.
+-- start-up: the 30 s snapshot reports that state). acked_at is set after a 2xx response.
 -- Retention deletes rows older than the raw readings' limit, sent or not.
 CREATE TABLE sync_outbox (
     id            bigserial PRIMARY KEY,
@@ -45,7 +45,7 @@ CREATE TABLE sync_commands (
     finished_at   timestamptz
 );
 
--- Results waiting for POST /commands/results, oldest first; deleted after a 2xx answer.
+-- Results waiting for POST /commands/results, oldest first; deleted after a 2xx response.
 CREATE TABLE sync_result_outbox (
     id         bigserial PRIMARY KEY,
     command_id text NOT NULL,

@@ -635,9 +635,11 @@ fn outage_and_restart_lose_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    let drain_started = Instant::now();
     wait_for(Duration::from_secs(90), "every row at the server", || {
         missing_at_cloud(&cloud, &mut db) == (0, 0)
     });
+    let drain_time = drain_started.elapsed();
     if let Some(running) = daemon.take() {
         running.stop();
     }
@@ -661,11 +663,13 @@ fn outage_and_restart_lose_nothing() {
         .get(0);
 
     eprintln!(
-        "{} minute rows, {} state changes, {} requests dropped in the outage, {} minute batches",
+        "{} minute rows, {} state changes, {} requests dropped in the outage, \
+         {} minute batches, {} ms from the end of the run until all had arrived",
         minutes.len(),
         changes.len(),
         dropped_requests,
-        state.minute_batch_sizes.len()
+        state.minute_batch_sizes.len(),
+        drain_time.as_millis()
     );
     assert!(dropped_requests > 0, "the outage dropped no request");
     for device in fleet.devices() {

@@ -225,13 +225,13 @@ pub struct PublicServerConfig {
     pub ssl_verify: bool,
     /// Deadline of one request, connect to last byte.
     pub request_timeout: Duration,
-    /// Longest time a state change waits to be batched with others.
+    /// Maximum time a state change waits to be batched with others.
     pub state_change_wait: Duration,
     pub snapshot_interval: Duration,
     pub minute_interval: Duration,
     pub command_interval: Duration,
     pub results_interval: Duration,
-    /// Longest wait between retries after 429, 5xx or no answer.
+    /// Maximum wait between retries after a 429 or 5xx response, or none.
     pub max_backoff: Duration,
     /// Wait between retries after 401 or 403, and between their log lines.
     pub auth_retry: Duration,

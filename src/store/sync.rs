@@ -18,7 +18,7 @@ use crate::thermostat::ThermostatId;
 /// `sync_checkpoints` row of the minute upload.
 const MINUTE_CHECKPOINT: &str = "minute";
 
-/// Longest rejection reason kept with a parked payload, in characters.
+/// Maximum length of the rejection reason kept with a parked payload, in characters.
 const MAX_REASON_CHARS: usize = 1000;
 
 /// Pending state changes: how many wait, when the oldest was read, and one batch.
@@ -44,7 +44,7 @@ pub struct MinuteBatch {
     pub last: Option<MinuteKey>,
 }
 
-/// What the command log holds for a command id that arrived.
+/// The command log's entry for a command id that arrived.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// First delivery: logged as running, execute it now.
@@ -65,7 +65,7 @@ pub struct Parked {
     pub reason: String,
 }
 
-/// What else changes in the transaction that parks a payload.
+/// Other changes made in the transaction that parks a payload.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParkEffects {
     /// State-change outbox rows that the parked payload carried; they are deleted.
@@ -210,20 +210,6 @@ impl StoreHandle {
                 .execute("DELETE FROM sync_result_outbox WHERE id = ANY($1)", &[&ids])
                 .map(|_| ())
                 .map_err(query_error("acknowledging command results"))
-        })
-        .await
-    }
-
-    /// Returns the ids of commands logged as running, which a stop interrupted.
-    pub async fn running_commands(&self) -> Result<Vec<String>, StoreError> {
-        self.run_job("reading running commands", |client, _| {
-            let rows = client
-                .query(
-                    "SELECT command_id FROM sync_commands WHERE status = 'running' ORDER BY received_at",
-                    &[],
-                )
-                .map_err(query_error("reading running commands"))?;
-            Ok(rows.iter().map(|row| row.get(0)).collect())
         })
         .await
     }

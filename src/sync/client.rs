@@ -1,5 +1,5 @@
 //! [`SyncClient`]: requests to the public server with the site token, one deadline each,
-//! and the answer turned into a [`Sent`] verdict. [`Stream`] keeps the retry state and
+//! and the response turned into a [`Sent`] verdict. [`Stream`] keeps the retry state and
 //! the log lines of one upload stream.
 
 use std::sync::Mutex;
@@ -15,7 +15,7 @@ use crate::net::{HttpClient, HttpRequest, NetError};
 /// Largest response body read from the public server.
 const MAX_RESPONSE_BODY: usize = 1024 * 1024;
 
-/// Longest part of a rejection body kept as the reason.
+/// Maximum part of a rejection body kept as the reason, in bytes.
 const MAX_REASON_BYTES: usize = 1000;
 
 const SITE_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-site-token");
@@ -25,14 +25,14 @@ const SITE_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-site-token");
 pub enum Sent {
     /// 2xx, with the response body.
     Delivered(bytes::Bytes),
-    /// No answer, 429 or 5xx: keep the payload and retry.
+    /// No response, 429 or 5xx: keep the payload and retry.
     Retry {
         detail: String,
         retry_after: Option<Duration>,
     },
     /// 401 or 403: keep the payload and retry slowly.
     Unauthorized { status: u16 },
-    /// Another answer: park the payload with `reason`.
+    /// Any other status: park the payload with `reason`.
     Park { status: u16, reason: String },
 }
 
@@ -146,8 +146,8 @@ impl SyncClient {
     }
 }
 
-/// Words a failed request for the log. TLS errors say why the certificate is not
-/// trusted; none of the messages carries the token, which travels only in a header.
+/// Formats a failed request for the log. A TLS error names why the certificate is not
+/// trusted. No message contains the token, because it travels only in a header.
 fn describe_net_error(error: &NetError) -> String {
     match error {
         NetError::Tls(_) => format!(

@@ -1,6 +1,6 @@
 //! Commands from the public server: the envelope, validation into a [`Command`], and the
-//! reasons a command is rejected. Pure: the caller passes what it knows about the
-//! thermostats.
+//! reasons a command is rejected. Pure: the caller passes what it has stored about
+//! the thermostats.
 
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::control::{SETPOINT_RANGE, SettingsChange, round_setpoint};
 use crate::thermostat::ThermostatId;
 
-/// Longest command id accepted; longer ids cannot be stored or answered.
+/// Maximum length of a command id. A longer id is skipped, because a result could not
+/// name it.
 pub const MAX_COMMAND_ID_LEN: usize = 128;
 
 /// Discovery methods that `discover_devices` may name.
@@ -80,7 +81,7 @@ pub fn parse_envelope(value: &Value) -> Result<Envelope, String> {
     })
 }
 
-/// Validates `envelope`. `is_known` tells whether a thermostat id is registered at this
+/// Validates `envelope`. `is_known` returns whether a thermostat id is registered at this
 /// site. The error is the message sent with the `rejected` result.
 pub fn validate(
     envelope: &Envelope,

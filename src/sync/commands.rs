@@ -1,6 +1,6 @@
 //! Commands from the public server: polled every `command_interval`, logged by
 //! `command_id` before they run (so a repeat is never executed twice), executed through
-//! the control path, the thermostat row or the discovery runner, and answered through
+//! the control path, the thermostat row or the discovery runner, and acknowledged through
 //! the durable result outbox, which is sent in batches every `results_interval`.
 
 use std::collections::{HashMap, HashSet};
@@ -127,12 +127,12 @@ fn parse_pending(body: &[u8]) -> Vec<Envelope> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(value) => value,
         Err(error) => {
-            log::error!("command poll: the answer is not JSON: {error}; ignoring it");
+            log::error!("command poll: the response is not JSON: {error}; ignoring it");
             return Vec::new();
         }
     };
     let Some(commands) = value.get("commands").and_then(Value::as_array) else {
-        log::error!("command poll: the answer has no \"commands\" array; ignoring it");
+        log::error!("command poll: the response has no \"commands\" array; ignoring it");
         return Vec::new();
     };
 
@@ -141,7 +141,7 @@ fn parse_pending(body: &[u8]) -> Vec<Envelope> {
         match parse_envelope(command) {
             Ok(envelope) => envelopes.push(envelope),
             Err(error) => {
-                log::error!("command poll: skipping a command that cannot be answered: {error}")
+                log::error!("command poll: skipping a command that no result could name: {error}")
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The sync's decisions as plain functions: what an answer means, how long to wait
+//! The sync's decisions as plain functions: what a response means, how long to wait
 //! before a retry, when a state-change batch is due and which end of a backlog goes
 //! next. No I/O, no clock reads: callers pass the time and the random draw.
 
@@ -6,22 +6,22 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-/// Most readings in one state-change request.
+/// Maximum readings in one state-change request.
 pub const STATE_BATCH_MAX: usize = 10;
 
-/// Most rows in one minute request.
+/// Maximum rows in one minute request.
 pub const MINUTE_BATCH_MAX: usize = 100;
 
-/// Longest wait honoured from a `Retry-After` header, so a bad value cannot stall the
+/// Maximum wait honoured from a `Retry-After` header, so a bad value cannot stall the
 /// sync for days.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
-/// What an HTTP answer means for the payload that was sent.
+/// The meaning of an HTTP response for the payload that was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// 2xx: the server has it; advance the checkpoint.
     Delivered,
-    /// 429, 5xx or no answer: keep the payload and retry after a backoff, or after
+    /// 429, 5xx or no response: keep the payload and retry after a backoff, or after
     /// `retry_after` when the server sent one.
     Retry { retry_after: Option<Duration> },
     /// 401 or 403: keep the payload and retry slowly; the token or site id is wrong.
@@ -31,7 +31,7 @@ pub enum Verdict {
     Park { status: u16 },
 }
 
-/// Classifies an answer. `retry_after` is the raw header value, `now` reads HTTP dates.
+/// Classifies a response. `retry_after` is the raw header value, `now` reads HTTP dates.
 pub fn classify(status: u16, retry_after: Option<&str>, now: Timestamp) -> Verdict {
     match status {
         200..=299 => Verdict::Delivered,
@@ -76,10 +76,10 @@ impl Backoff {
         }
     }
 
-    /// Records a failure and returns the wait before the next attempt: `first` doubled
-    /// per failure in a row, capped at `max`, then drawn from its upper half with
-    /// `random` (0 to 1) so that many sites do not retry in step, and never shorter than
-    /// the server's `Retry-After`.
+    /// Records a failure and returns the wait before the next attempt. The base is
+    /// `first` doubled per failure in a row and capped at `max`. The wait is drawn from
+    /// the base's upper half with `random` (0 to 1), so that many sites do not retry in
+    /// step, and it is never shorter than the server's `Retry-After`.
     pub fn failed(&mut self, retry_after: Option<Duration>, random: f64) -> Duration {
         let doublings = self.failures.min(20);
         self.failures = self.failures.saturating_add(1);
@@ -103,7 +103,7 @@ pub fn state_batch_due(pending: usize, oldest_wait: Duration, max_wait: Duration
     pending >= STATE_BATCH_MAX || (pending > 0 && oldest_wait >= max_wait)
 }
 
-/// Which end of the state-change outbox the next request takes.
+/// The end of the state-change outbox that the next request takes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchEnd {
     Oldest,
@@ -122,7 +122,8 @@ pub fn pick_batch_end(pending: usize, turn: u64) -> BatchEnd {
     }
 }
 
-/// Returns whether a repeated failure is logged again: at most once per `interval`.
+/// Returns whether a repeated failure is due to be logged again, which is once per
+/// `interval` after the last line.
 pub fn log_due(
     last_logged: Option<std::time::Instant>,
     now: std::time::Instant,

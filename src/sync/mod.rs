@@ -1,9 +1,10 @@
-//! The public server sync, protocol version 1: registration, state changes, the status
-//! snapshot and minute rows go up; commands come down and their results go up.
+//! The public server sync, protocol version 1. Registration, state changes, the status
+//! snapshot and minute rows go up, and commands come down with their results going up.
 //!
-//! Everything that must not be lost waits in PostgreSQL until the server answers 2xx:
-//! state changes in `sync_outbox` (queued in the transaction that stores the reading),
-//! minute rows behind the `minute` checkpoint, command results in `sync_result_outbox`.
+//! Everything that must not be lost waits in PostgreSQL until the server responds 2xx.
+//! State changes wait in `sync_outbox`, queued in the transaction that stores the
+//! reading. Minute rows wait behind the `minute` checkpoint, and command results in
+//! `sync_result_outbox`.
 //! Each stream is its own task on the executor with its own backoff. The decisions are
 //! plain functions in [`decide`], [`command`] and [`protocol`]; the tasks in `upload`
 //! and `commands` are the thin shell around them. The site token travels only in the
@@ -39,7 +40,7 @@ pub struct SyncOptions {
     pub tls: TlsOptions,
     /// Deadline of one request, connect to last byte.
     pub request_timeout: Duration,
-    /// Longest time a state change waits for nine more before it is sent.
+    /// Maximum time a state change waits for nine more before it is sent.
     pub state_change_wait: Duration,
     pub snapshot_interval: Duration,
     pub minute_interval: Duration,
@@ -47,7 +48,7 @@ pub struct SyncOptions {
     pub results_interval: Duration,
     /// How often the thermostat list is compared with the one last registered.
     pub register_interval: Duration,
-    /// First and longest backoff after 429, 5xx or no answer.
+    /// First and maximum backoff after a 429 or 5xx response, or none.
     pub retry_first: Duration,
     pub retry_max: Duration,
     /// Wait after 401 or 403, which is also the interval of the auth failure log line.
@@ -56,9 +57,9 @@ pub struct SyncOptions {
 
 impl SyncOptions {
     /// Returns options with the protocol's intervals: state changes within 5 s, a
-    /// snapshot every 30 s, minute rows every 60 s, commands every 10 s, results every
-    /// 2 s; a 30 s request deadline, backoff from 1 s to 5 minutes, 5 minutes after an
-    /// auth failure.
+    /// snapshot every 30 s, minute rows every 60 s, commands every 10 s and results every
+    /// 2 s. Requests get 30 s, backoff runs from 1 s to 5 minutes, and an auth failure
+    /// waits 5 minutes.
     pub fn new(base_url: &str, site_id: &str, token: Secret) -> Self {
         Self {
             base_url: base_url.to_string(),
@@ -101,7 +102,7 @@ macro_rules! run_stream {
     }};
 }
 
-/// What every sync task shares.
+/// The state shared by every sync task.
 pub(crate) struct SyncContext {
     client: SyncClient,
     store: StoreHandle,
@@ -134,7 +135,7 @@ pub struct Sync {
 }
 
 impl Sync {
-    /// Builds the HTTP client. Fails when the CA file cannot be read or holds no
+    /// Builds the HTTP client. Fails when the CA file cannot be read or contains no
     /// certificate. Logs a warning when certificate verification is off.
     pub fn prepare(options: SyncOptions) -> Result<Self, NetError> {
         let http = HttpClient::new(&options.tls)?;

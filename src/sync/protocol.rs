@@ -1,10 +1,10 @@
 //! The JSON bodies of the public server protocol, version 1. Pure: building a body does
 //! no I/O.
 //!
-//! Conventions of this implementation: timestamps are RFC 3339 in UTC with microsecond
-//! precision (what PostgreSQL stores, so a resent reading carries the same `ts`), mode
-//! codes are the device protocol's integers, and `fstate`, `hold` and `override` are
-//! 0 or 1 as on the device. A field the thermostat did not report is `null`.
+//! Timestamps are RFC 3339 in UTC with microsecond precision, which is what PostgreSQL
+//! stores, so a resent reading carries the same `ts`. Mode codes are the device
+//! protocol's integers, and `fstate`, `hold` and `override` are 0 or 1 as on the device.
+//! A field the thermostat did not report is `null`.
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -102,9 +102,9 @@ impl StatusReading {
     }
 }
 
-/// Returns whether a reading goes to the state-change outbox: it carries a change, and
-/// that change is not the first reading after start-up, because the next snapshot
-/// reports that state within 30 s and a restart would otherwise resend every thermostat.
+/// Returns whether a reading goes to the state-change outbox: it carries a change other
+/// than the first reading after start-up. The next snapshot reports that first state
+/// within 30 s, and queueing it would resend every thermostat after each restart.
 pub fn is_outbox_change(reading: &Reading) -> bool {
     reading
         .change
@@ -112,7 +112,7 @@ pub fn is_outbox_change(reading: &Reading) -> bool {
         .is_some_and(|change| change.change_type != crate::reading::ChangeType::Initial)
 }
 
-/// Which `POST /status` body this is.
+/// The kind of a `POST /status` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusKind {
     StateChange,

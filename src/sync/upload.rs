@@ -1,6 +1,6 @@
 //! The upload tasks: registration, state changes, the status snapshot and minute rows.
 //! Each task owns one stream with its own backoff, so a minute backlog never delays a
-//! state change. Data leaves PostgreSQL only after a 2xx answer.
+//! state change. Data leaves PostgreSQL only after a 2xx response.
 
 use std::time::Duration;
 
@@ -105,8 +105,9 @@ impl Registration {
     }
 }
 
-/// State changes from the durable outbox: batches of up to 10, sent when full or when
-/// the oldest has waited `state_change_wait`; a backlog goes out back to back.
+/// State changes from the durable outbox, in batches of up to 10. A batch is sent when it
+/// is full or when the oldest change has waited `state_change_wait`, and a backlog goes
+/// out back to back.
 pub(super) struct StateChanges {
     stream: Stream,
     /// Requests delivered so far, which alternate the ends of a backlog.

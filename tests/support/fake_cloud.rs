@@ -21,14 +21,14 @@ use serde_json::{Value, json};
 
 static FILE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// How the server answers every request while the mode is set.
+/// How the server responds to every request while the mode is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     /// Serves the protocol.
     Normal,
-    /// Answers every request with this status and an error body.
+    /// Responds to every request with this status and an error body.
     Status(u16),
-    /// Answers 429 with `Retry-After: seconds`.
+    /// Responds with 429 and `Retry-After: seconds`.
     TooMany { retry_after_seconds: u64 },
     /// Reads the request and never answers, until the client closes the connection.
     Hang,
