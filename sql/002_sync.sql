@@ -14,7 +14,8 @@ CREATE TABLE sync_outbox (
     acked_at      timestamptz,
     UNIQUE (thermostat_id, ts)
 );
-CREATE INDEX sync_outbox_pending ON sync_outbox (id) WHERE acked_at IS NULL;
+-- Pending rows are read oldest reading first, or newest first while a backlog drains.
+CREATE INDEX sync_outbox_pending ON sync_outbox (ts, id) WHERE acked_at IS NULL;
 
 -- Keyset position of the minute upload: minute rows up to (ts, last_key) were
 -- acknowledged. Rows of sync_checkpoints written before this migration keep ''.

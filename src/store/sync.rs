@@ -26,7 +26,7 @@ const MAX_REASON_CHARS: usize = 1000;
 pub struct OutboxBatch {
     pub pending: usize,
     pub oldest_ts: Option<Timestamp>,
-    /// Outbox ids with their reading elements, oldest first.
+    /// Outbox ids with their reading elements, oldest reading first.
     pub rows: Vec<(i64, Value)>,
 }
 
@@ -252,7 +252,8 @@ fn peek_state_changes(
     };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let sql = format!(
-        "SELECT id, payload::text FROM sync_outbox WHERE acked_at IS NULL ORDER BY id {order} LIMIT $1"
+        "SELECT id, payload::text FROM sync_outbox WHERE acked_at IS NULL
+         ORDER BY ts {order}, id {order} LIMIT $1"
     );
     let mut rows: Vec<(i64, Value)> = client
         .query(&sql, &[&limit])?
@@ -271,7 +272,9 @@ fn peek_state_changes(
             }
         })
         .collect();
-    rows.sort_by_key(|(id, _)| *id);
+    if end == BatchEnd::Newest {
+        rows.reverse();
+    }
 
     Ok(OutboxBatch {
         pending: usize::try_from(pending).unwrap_or(0),

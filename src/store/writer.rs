@@ -271,6 +271,7 @@ fn insert_state_changes(
          SELECT u.id, u.ts, u.payload::jsonb
          FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS u(id, ts, payload)
          WHERE EXISTS (SELECT 1 FROM thermostats t WHERE t.thermostat_id = u.id)
+         ORDER BY u.ts
          ON CONFLICT (thermostat_id, ts) DO NOTHING",
         &[&ids, &ts, &payloads],
     )
