@@ -404,6 +404,23 @@ fn untrusted_certificate_refused_and_logged() {
 }
 
 #[test]
+fn verify_off_accepts_any_certificate_with_warning() {
+    let url = support::fresh_database_url("sync_verify_off");
+    let cloud = FakeCloud::start_untrusted(SITE, TOKEN);
+    let fleet = fleet(1);
+    let mut config = sync_config(&url, &fleet, &cloud);
+    if let Some(section) = config.public_server.as_mut() {
+        section.ssl_verify = false;
+        section.ca_cert = None;
+    }
+    let daemon = RunningDaemon::start(config, None);
+    wait_for_registration(&cloud, 1);
+    daemon.stop();
+
+    assert!(!log_lines_containing("ssl_verify is false").is_empty());
+}
+
+#[test]
 fn rejected_payload_parked() {
     let url = support::fresh_database_url("sync_parked");
     let cloud = FakeCloud::start(SITE, TOKEN);

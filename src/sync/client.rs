@@ -187,7 +187,7 @@ impl Stream {
     pub fn delivered(&mut self) {
         if self.backoff.failures > 0 {
             log::info!(
-                "{}: the public server accepted the upload again after {} failed attempt(s)",
+                "{}: the public server accepted a request again after {} failed attempt(s)",
                 self.name,
                 self.backoff.failures
             );
@@ -202,12 +202,12 @@ impl Stream {
         let wait = self.backoff.failed(retry_after, fastrand::f64());
         if first {
             log::warn!(
-                "{}: upload to {url} failed: {detail}; keeping the data and retrying with backoff",
+                "{}: request to {url} failed: {detail}; keeping the data and retrying with backoff",
                 self.name
             );
         } else {
             log::debug!(
-                "{}: upload to {url} failed again ({} in a row): {detail}; next try in {} ms",
+                "{}: request to {url} failed again ({} in a row): {detail}; next try in {} ms",
                 self.name,
                 self.backoff.failures,
                 wait.as_millis()

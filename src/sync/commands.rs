@@ -39,7 +39,8 @@ pub type ProgressFn = Box<dyn Fn(Value) + Send + Sync>;
 pub trait DiscoveryRunner: Send + Sync {
     /// Runs one discovery and returns its final result (for example
     /// `{"devices":[...],"phase_history":[...]}`) or an error message. Calls `progress`
-    /// after each phase.
+    /// after each phase, and must drop it by the time the returned future completes,
+    /// because the command waits for the last progress report until then.
     fn discover(
         &self,
         request: DiscoveryRequest,
