@@ -169,10 +169,15 @@ fn reason_from_body(body: &[u8]) -> String {
     }
 }
 
+/// Interval of the warning repeated while a stream keeps failing, so that a long outage
+/// or a certificate problem stays visible in the log without a line per retry.
+const REPEAT_WARNING_INTERVAL: Duration = Duration::from_secs(600);
+
 /// Retry state and log lines of one upload stream (state changes, minute rows, ...).
 pub struct Stream {
     name: &'static str,
     backoff: Backoff,
+    last_warning: Option<Instant>,
 }
 
 impl Stream {
@@ -180,6 +185,7 @@ impl Stream {
         Self {
             name,
             backoff: Backoff::new(first, max),
+            last_warning: None,
         }
     }
 
@@ -193,18 +199,23 @@ impl Stream {
             );
         }
         self.backoff.succeeded();
+        self.last_warning = None;
     }
 
     /// Records a failed request and returns the wait before the next one. The first
-    /// failure in a row is logged as a warning, later ones at debug level.
+    /// failure in a row is logged as a warning and repeated every 10 minutes while the
+    /// failures go on; the others are logged at debug level.
     pub fn failed(&mut self, url: &str, detail: &str, retry_after: Option<Duration>) -> Duration {
-        let first = self.backoff.failures == 0;
         let wait = self.backoff.failed(retry_after, fastrand::f64());
-        if first {
+        let now = Instant::now();
+        if log_due(self.last_warning, now, REPEAT_WARNING_INTERVAL) {
             log::warn!(
-                "{}: request to {url} failed: {detail}; keeping the data and retrying with backoff",
-                self.name
+                "{}: request to {url} failed ({} in a row): {detail}; keeping the data and \
+                 retrying with backoff",
+                self.name,
+                self.backoff.failures
             );
+            self.last_warning = Some(now);
         } else {
             log::debug!(
                 "{}: request to {url} failed again ({} in a row): {detail}; next try in {} ms",

@@ -313,6 +313,8 @@ async fn discover(
     command_id: &str,
     request: DiscoveryRequest,
 ) -> Result<Value, String> {
+    // NOTE: `thermostat-server run` passes no runner until the discovery module is wired
+    // into `RunOptions::discovery`, so this command fails there for now.
     let Some(runner) = context.discovery.clone() else {
         return Err("discovery is not available in this daemon".to_string());
     };
