@@ -1,7 +1,7 @@
-//! Commands from the public server: polled every `command_interval`, logged by
-//! `command_id` before they run (so a repeat is never executed twice), executed through
-//! the control path, the thermostat row or the discovery runner, and acknowledged through
-//! the durable result outbox, which is sent in batches every `results_interval`.
+//! Commands from the public server. They are polled every `command_interval` and logged
+//! by `command_id` before they run, so a repeat is never executed twice. They run
+//! through the control path, the thermostat row or the discovery runner, and their
+//! results go back through the durable result outbox every `results_interval`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use crate::device::ModelProfile;
 use crate::store::{Claim, ParkEffects, Parked};
 use crate::thermostat::{ThermostatId, ThermostatRecord};
 
-/// Most result entries in one `POST /commands/results`.
+/// Maximum result entries in one `POST /commands/results`.
 const RESULTS_BATCH_MAX: usize = 50;
 
 /// Wait between attempts to store a final result while the database is away.
