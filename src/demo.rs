@@ -96,6 +96,7 @@ pub fn run(options: DemoOptions) -> i32 {
             shutdown,
             handle_signals: true,
             api_listener: Some(listener),
+            ..RunOptions::default()
         },
     );
     fleet.stop();

@@ -34,5 +34,6 @@ pub mod rollup;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;
+pub mod sync;
 pub mod thermostat;
 pub mod weather;

@@ -103,7 +103,7 @@ impl<'a> Section<'a> {
         }
     }
 
-    /// Reads a boolean.
+    /// Reads a boolean (`true` or `false`).
     pub(super) fn boolean(&mut self, key: &'static str) -> Field<bool> {
         match self.value(key) {
             None => Field::Absent,

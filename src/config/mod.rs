@@ -42,6 +42,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub log: LogConfig,
     pub weather: WeatherConfig,
+    /// The `[public_server]` section; `None` (no section) turns the sync off.
+    pub public_server: Option<PublicServerConfig>,
     pub secrets: Secrets,
 }
 
@@ -66,6 +68,7 @@ impl Config {
             api: ApiConfig::default(),
             log: LogConfig::default(),
             weather: WeatherConfig::default(),
+            public_server: None,
             secrets: Secrets::default(),
         }
     }
@@ -216,6 +219,48 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: log::LevelFilter::Info,
+        }
+    }
+}
+
+/// The `[public_server]` section: where and how often the sync talks to the cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicServerConfig {
+    /// `https://host[:port]`, without a path; plain `http://` only for loopback hosts.
+    pub base_url: String,
+    /// A PEM file of CA certificates trusted besides the built-in web roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Whether the server's certificate is checked.
+    pub ssl_verify: bool,
+    /// Deadline of one request, connect to last byte.
+    pub request_timeout: Duration,
+    /// Maximum time a state change waits to be batched with others.
+    pub state_change_wait: Duration,
+    pub snapshot_interval: Duration,
+    pub minute_interval: Duration,
+    pub command_interval: Duration,
+    pub results_interval: Duration,
+    /// Maximum wait between retries after a 429 or 5xx response, or none.
+    pub max_backoff: Duration,
+    /// Wait between retries after 401 or 403, and between their log lines.
+    pub auth_retry: Duration,
+}
+
+impl PublicServerConfig {
+    /// Returns the section with the protocol's defaults for `base_url`.
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            base_url: base_url.to_string(),
+            ca_cert: None,
+            ssl_verify: true,
+            request_timeout: Duration::from_secs(30),
+            state_change_wait: Duration::from_secs(5),
+            snapshot_interval: Duration::from_secs(30),
+            minute_interval: Duration::from_secs(60),
+            command_interval: Duration::from_secs(10),
+            results_interval: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(300),
+            auth_retry: Duration::from_secs(300),
         }
     }
 }

@@ -36,6 +36,19 @@ const RETENTION_KEYS: &[&str] = &["raw_days", "minute_days", "hour"];
 const API_KEYS: &[&str] = &["listen", "allowed_hosts"];
 const LOG_KEYS: &[&str] = &["level"];
 const SECRETS_KEYS: &[&str] = &["env_file"];
+const PUBLIC_SERVER_KEYS: &[&str] = &[
+    "base_url",
+    "ca_cert",
+    "ssl_verify",
+    "request_timeout_seconds",
+    "state_change_max_wait_seconds",
+    "snapshot_interval_seconds",
+    "minute_interval_seconds",
+    "command_poll_seconds",
+    "results_interval_seconds",
+    "max_backoff_seconds",
+    "auth_retry_seconds",
+];
 
 /// Every section and its keys, in the order the template lists them.
 pub(super) const SECTIONS: &[(&str, &[&str])] = &[
@@ -48,6 +61,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
     ("api", API_KEYS),
     ("log", LOG_KEYS),
     ("weather", WEATHER_KEYS),
+    ("public_server", PUBLIC_SERVER_KEYS),
     ("secrets", SECRETS_KEYS),
 ];
 
@@ -135,10 +149,12 @@ fn read_config(
     let api = read_api(root, report);
     let log = read_log(root, report);
     let weather = read_weather(root, &mut report.problems, SECTIONS);
+    let public_server = read_public_server(root, base, report);
     let secrets = read_secrets(root, env, base, report);
 
     check_api_token(&api, &secrets, report);
     check_weather_key(&weather, &secrets, &mut report.warnings);
+    check_site_token(public_server.as_ref(), &secrets, report);
 
     Config {
         site,
@@ -150,6 +166,7 @@ fn read_config(
         api,
         log,
         weather,
+        public_server,
         secrets,
     }
 }
@@ -545,6 +562,161 @@ fn read_log(root: &Table, report: &mut Report) -> LogConfig {
     LogConfig {
         level: level.unwrap_or(LogConfig::default().level),
     }
+}
+
+const BASE_URL_FORM: &str =
+    "an https URL without a path, such as \"https://thermostats.example.org\"";
+
+/// Reads `[public_server]`; returns `None` when the section is absent, which turns the
+/// sync off.
+fn read_public_server(
+    root: &Table,
+    base: Option<&Path>,
+    report: &mut Report,
+) -> Option<super::PublicServerConfig> {
+    if !root.contains_key("public_server") {
+        return None;
+    }
+    let mut section = Section::open(
+        root,
+        "public_server",
+        PUBLIC_SERVER_KEYS,
+        &mut report.problems,
+    );
+    let defaults = super::PublicServerConfig::new("");
+
+    let base_url = section
+        .required_string("base_url", BASE_URL_FORM)
+        .filter(|url| check_base_url(&mut section, url));
+    let ca_cert = match section.string(
+        "ca_cert",
+        "a PEM file path such as \"/etc/thermostat-server/ca.pem\"",
+    ) {
+        Field::Valid(path) => Some(resolve_path(PathBuf::from(path), base)),
+        _ => None,
+    };
+    let ssl_verify = section.boolean("ssl_verify").or_default(true);
+    let mut seconds =
+        |key: &'static str, range: std::ops::RangeInclusive<i64>, default: Duration| {
+            section
+                .integer::<u64>(key, range, "seconds")
+                .or_default(default.as_secs())
+                .map_or(default, Duration::from_secs)
+        };
+    let request_timeout = seconds("request_timeout_seconds", 1..=300, defaults.request_timeout);
+    let state_change_wait = seconds(
+        "state_change_max_wait_seconds",
+        1..=60,
+        defaults.state_change_wait,
+    );
+    let snapshot_interval = seconds(
+        "snapshot_interval_seconds",
+        5..=3600,
+        defaults.snapshot_interval,
+    );
+    let minute_interval = seconds(
+        "minute_interval_seconds",
+        10..=3600,
+        defaults.minute_interval,
+    );
+    let command_interval = seconds("command_poll_seconds", 1..=600, defaults.command_interval);
+    let results_interval = seconds(
+        "results_interval_seconds",
+        1..=60,
+        defaults.results_interval,
+    );
+    let max_backoff = seconds("max_backoff_seconds", 1..=3600, defaults.max_backoff);
+    let auth_retry = seconds("auth_retry_seconds", 10..=3600, defaults.auth_retry);
+
+    if let Some(path) = &ca_cert
+        && !path.is_file()
+    {
+        section.report(
+            "ca_cert",
+            format!(
+                "{} is not a readable file; give the PEM file of the site's CA",
+                path.display()
+            ),
+        );
+    }
+    if ssl_verify == Some(false) {
+        report.warnings.push(Problem::new(
+            section.path("ssl_verify"),
+            "false turns off certificate checks, so anyone on the path can read the site token",
+        ));
+    }
+    section.finish(SECTIONS);
+
+    Some(super::PublicServerConfig {
+        base_url: base_url.unwrap_or_default(),
+        ca_cert,
+        ssl_verify: ssl_verify.unwrap_or(true),
+        request_timeout,
+        state_change_wait,
+        snapshot_interval,
+        minute_interval,
+        command_interval,
+        results_interval,
+        max_backoff,
+        auth_retry,
+    })
+}
+
+/// Checks a base URL: https, or http to a loopback host (tests); no path, query or
+/// credentials.
+fn check_base_url(section: &mut Section<'_>, url: &str) -> bool {
+    let trimmed = url.trim_end_matches('/');
+    let rest = if let Some(rest) = trimmed.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = trimmed.strip_prefix("http://") {
+        let host = rest.rsplit_once(':').map_or(rest, |(host, _)| host);
+        if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
+            section.report(
+                "base_url",
+                format!(
+                    "{} is plain http, which would send the site token unencrypted; use https",
+                    quote(url)
+                ),
+            );
+            return false;
+        }
+        rest
+    } else {
+        section.report(
+            "base_url",
+            format!("expected {BASE_URL_FORM}, found {}", quote(url)),
+        );
+        return false;
+    };
+
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        section.report(
+            "base_url",
+            format!(
+                "expected {BASE_URL_FORM}, found {}; the paths are added by the daemon",
+                quote(url)
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+/// Requires the site token when the sync is on.
+fn check_site_token(
+    public_server: Option<&super::PublicServerConfig>,
+    secrets: &Secrets,
+    report: &mut Report,
+) {
+    if public_server.is_none() || secrets.site_token.is_some() {
+        return;
+    }
+    let message = format!(
+        "the sync needs {} in the environment or in secrets.env_file; set it, or remove \
+         [public_server] to run without the sync",
+        super::SITE_TOKEN_VAR
+    );
+    report.problems.push(Problem::new("public_server", message));
 }
 
 fn read_secrets(

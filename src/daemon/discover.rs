@@ -12,16 +12,19 @@ use futures_lite::future;
 
 use crate::config::DiscoveryConfig;
 use crate::device::DeviceLink;
+use crate::discovery::run::discover;
 use crate::discovery::run::{database_phase, udp_phase};
 use crate::discovery::setup::{ClockOutcome, sync_clock};
 use crate::discovery::tcp::scan_batch;
 use crate::discovery::{
-    Discovered, DiscoveryOptions, Method, PhaseStatus, ProgressCallback, ProgressTracker, join_all,
-    merge_found, plan_batches,
+    AddressRange, Discovered, DiscoveryOptions, Method, PhaseStatus, Progress, ProgressCallback,
+    ProgressTracker, join_all, merge_found, plan_batches,
 };
 use crate::poll::Registry;
 use crate::shutdown::Shutdown;
 use crate::store::StoreHandle;
+use crate::sync::command::DiscoveryRequest;
+use crate::sync::{DiscoveryRunner, ProgressFn};
 use crate::thermostat::ThermostatId;
 
 /// Everything the discovery task needs. A clone shares the scan flag, so a background
@@ -266,4 +269,97 @@ impl DiscoveryService {
             Err(error) => log::warn!("thermostat {id}: cannot set the clock: {error}"),
         }
     }
+}
+
+/// Runs discovery for the public server's `discover_devices` command: the requested
+/// methods and ranges (the configured ones when the command names none), each phase's
+/// progress passed on, and every find registered like any other.
+pub(super) struct CommandDiscovery {
+    pub service: DiscoveryService,
+}
+
+impl DiscoveryRunner for CommandDiscovery {
+    fn discover(
+        &self,
+        request: DiscoveryRequest,
+        progress: ProgressFn,
+    ) -> future::Boxed<Result<serde_json::Value, String>> {
+        let mut service = self.service.clone();
+        let plan = command_plan(&service, &request);
+        Box::pin(async move {
+            let (methods, ranges) = plan?;
+            service.options.tcp.ranges = ranges;
+            let progress: ProgressCallback = Arc::new(move |report: &Progress| {
+                progress(serde_json::to_value(report).unwrap_or_default());
+            });
+
+            let known = service.store.load_thermostats().await.unwrap_or_default();
+            let mut tracker = ProgressTracker::new(Some(progress));
+            let work = discover(
+                &service.options,
+                &methods,
+                &known,
+                service.registry.as_ref(),
+                &mut tracker,
+            );
+            let run = match request.timeout {
+                Some(limit) => {
+                    future::or(work, async move {
+                        async_io::Timer::after(limit).await;
+                        Vec::new()
+                    })
+                    .await
+                }
+                None => work.await,
+            };
+
+            let devices: Vec<serde_json::Value> = run.iter().map(describe_found).collect();
+            let phase_history =
+                serde_json::to_value(&tracker.progress().phase_history).unwrap_or_default();
+            drop(tracker);
+            service.register_all(run).await;
+            Ok(serde_json::json!({ "devices": devices, "phase_history": phase_history }))
+        })
+    }
+}
+
+/// Returns the methods and TCP ranges of a `discover_devices` command, or why they are
+/// invalid.
+fn command_plan(
+    service: &DiscoveryService,
+    request: &DiscoveryRequest,
+) -> Result<(Vec<Method>, Vec<AddressRange>), String> {
+    let methods = if request.methods.is_empty() {
+        service.config.methods.clone()
+    } else {
+        request
+            .methods
+            .iter()
+            .map(|name| name.parse::<Method>())
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let ranges = if request.ip_ranges.is_empty() {
+        service.options.tcp.ranges.clone()
+    } else {
+        request
+            .ip_ranges
+            .iter()
+            .map(|text| {
+                text.parse::<AddressRange>()
+                    .map_err(|error| error.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok((methods, ranges))
+}
+
+fn describe_found(device: &Discovered) -> serde_json::Value {
+    serde_json::json!({
+        "thermostat_id": device.identity.sys.uuid.as_str(),
+        "ip_address": device.address.to_string(),
+        "name": device.identity.name,
+        "model": device.identity.model,
+        "fw_version": device.identity.sys.fw_version,
+        "discovery_method": device.method.name(),
+    })
 }

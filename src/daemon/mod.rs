@@ -26,6 +26,7 @@ use crate::poll::{PollContext, ReadingSink, Registry, StatusBoard};
 use crate::reading::{PollFailure, Reading};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreHandle, StoreOptions};
+use crate::sync::{DiscoveryRunner, Sync, SyncOptions};
 use crate::weather::Weather;
 
 /// Maximum time the store gets at shutdown to write what is buffered.
@@ -46,6 +47,8 @@ pub struct RunOptions {
     pub shutdown: Shutdown,
     /// Turn SIGTERM and SIGINT into a shutdown.
     pub handle_signals: bool,
+    /// Runs the public server's `discover_devices` commands; without one they fail.
+    pub discovery: Option<Arc<dyn DiscoveryRunner>>,
 }
 
 /// An error that stops the daemon from running.
@@ -101,6 +104,9 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         None => bind_api(config)?,
     };
 
+    // Before the store and the executor start: this reads the CA file.
+    let sync = prepare_sync(config)?;
+
     let store = store::start(store_options(config), clock.clone(), health.clone());
     let weather = Weather::from_config(
         &config.weather,
@@ -131,7 +137,10 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         &store.handle(),
         health,
         clock,
-        weather,
+        Services {
+            weather,
+            sync: sync.map(|sync| (sync, options.discovery)),
+        },
         &shutdown,
         options.handle_signals,
     );
@@ -170,22 +179,31 @@ fn bind_api(config: &Config) -> Result<TcpListener, DaemonError> {
     })
 }
 
-/// Runs polling, onboarding and the weather service on the executor until shutdown.
+/// The optional services that run on the executor beside polling.
+struct Services {
+    weather: Weather,
+    /// The public server sync and the discovery runner its commands use, when given.
+    sync: Option<(Sync, Option<Arc<dyn DiscoveryRunner>>)>,
+}
+
+/// Runs polling, onboarding, discovery and the optional services on the executor until
+/// shutdown.
 fn run_executor(
     config: &Config,
     store: &StoreHandle,
     health: Arc<Health>,
     clock: Arc<dyn Clock>,
-    weather: Weather,
+    services: Services,
     shutdown: &Shutdown,
     handle_signals: bool,
 ) -> Result<(), DaemonError> {
+    let Services { weather, sync } = services;
     let executor = Arc::new(smol::Executor::new());
     let (offline_sender, offline_receiver) = async_channel::bounded(OFFLINE_REPORTS);
     let context = Arc::new(PollContext {
         sink: Arc::new(store.clone()),
         health,
-        clock,
+        clock: clock.clone(),
         schedule: schedule_options(config),
         status: Arc::new(StatusBoard::new()),
         outside: weather.cell.clone(),
@@ -232,6 +250,12 @@ fn run_executor(
         progress: None,
         scanning: Arc::default(),
     };
+    // The public server's discover_devices command runs the same discovery, unless the
+    // caller brought its own runner.
+    let command_discovery: Arc<dyn DiscoveryRunner> = Arc::new(discover::CommandDiscovery {
+        service: discovery.clone(),
+    });
+
     // Discovery starts once the stored thermostats are polled, so that its checks of
     // their addresses go through their links.
     executor
@@ -240,6 +264,16 @@ fn run_executor(
             discovery.run().await;
         })
         .detach();
+
+    if let Some((sync, runner)) = sync {
+        sync.start(
+            store.clone(),
+            registry.clone(),
+            Some(runner.unwrap_or(command_discovery)),
+            clock,
+            shutdown.clone(),
+        );
+    }
 
     // Let the tasks see the shutdown and end on their own before the executor drops.
     smol::block_on(executor.run(async {
@@ -312,6 +346,37 @@ async fn stop_on_signal(mut signals: async_signal::Signals, shutdown: Shutdown) 
         log::info!("received {name}; stopping");
         shutdown.trigger();
     }
+}
+
+/// Builds the public server sync when `[public_server]` is configured. A CA file that
+/// cannot be used stops the start, because the sync could never succeed.
+fn prepare_sync(config: &Config) -> Result<Option<Sync>, DaemonError> {
+    let Some(section) = &config.public_server else {
+        log::info!("no [public_server] section: the public server sync is off");
+        return Ok(None);
+    };
+    let Some(token) = config.secrets.site_token.clone() else {
+        return Err(DaemonError::Startup(format!(
+            "[public_server] is configured but {} is not set; set it or remove the section",
+            crate::config::SITE_TOKEN_VAR
+        )));
+    };
+
+    let mut options = SyncOptions::new(&section.base_url, &config.site.site_id, token);
+    options.tls.extra_ca_file = section.ca_cert.clone();
+    options.tls.verify = section.ssl_verify;
+    options.request_timeout = section.request_timeout;
+    options.state_change_wait = section.state_change_wait;
+    options.snapshot_interval = section.snapshot_interval;
+    options.minute_interval = section.minute_interval;
+    options.command_interval = section.command_interval;
+    options.results_interval = section.results_interval;
+    options.retry_max = section.max_backoff;
+    options.auth_retry = section.auth_retry;
+
+    Sync::prepare(options)
+        .map(Some)
+        .map_err(|error| DaemonError::Startup(format!("public server sync: {error}")))
 }
 
 pub(crate) fn store_options(config: &Config) -> StoreOptions {

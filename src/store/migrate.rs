@@ -17,11 +17,18 @@ pub struct Migration {
 
 /// Every migration, in the order they are applied. Add new files at the end and never
 /// edit an applied one: the recorded checksum would no longer match.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../sql/001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../sql/001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sync",
+        sql: include_str!("../../sql/002_sync.sql"),
+    },
+];
 
 /// Advisory lock key for migrations: the ASCII bytes of "tstatmig".
 const MIGRATION_LOCK_KEY: i64 = 0x7473_7461_746d_6967;

@@ -14,6 +14,8 @@
 pub mod buffer;
 pub mod migrate;
 pub mod queries;
+mod sync;
+pub use sync::{Claim, MinuteBatch, MinuteKey, OutboxBatch, ParkEffects, Parked};
 mod worker;
 pub mod writer;
 
@@ -257,11 +259,21 @@ enum Request {
     Flush {
         reply: Sender<Result<FlushReport, StoreError>>,
     },
+    /// Work of the public server sync (`sync.rs`), which sends its own reply.
+    Job { step: &'static str, job: Job },
     Stop {
         deadline: Instant,
         reply: std::sync::mpsc::Sender<ShutdownReport>,
     },
 }
+
+/// Statements run on the store thread for a caller, with the connection or the reason
+/// there is none and the store clock's time. The job sends its own reply and returns its
+/// error, so that the thread notices a lost connection.
+type Job = Box<
+    dyn FnOnce(Result<&mut postgres::Client, StoreError>, jiff::Timestamp) -> Option<StoreError>
+        + Send,
+>;
 
 /// The running store. Dropping it without [`Store::shutdown`] sends the thread a stop request
 /// with a 1 s flush deadline and does not wait for it.
@@ -453,6 +465,23 @@ impl StoreHandle {
     pub async fn flush(&self) -> Result<FlushReport, StoreError> {
         let (reply, answer) = async_channel::bounded(1);
         self.request(Request::Flush { reply }, answer).await
+    }
+
+    /// Runs `work` on the store thread with the connection and returns its result;
+    /// fails fast with [`StoreError::Unavailable`] while the database is away.
+    async fn run_job<T, F>(&self, step: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut postgres::Client, jiff::Timestamp) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = async_channel::bounded(1);
+        let job: Job = Box::new(move |client, now| {
+            let result = client.and_then(|client| work(client, now));
+            let error = result.as_ref().err().cloned();
+            let _ = reply.try_send(result);
+            error
+        });
+        self.request(Request::Job { step, job }, answer).await
     }
 
     async fn request<T>(

@@ -321,6 +321,8 @@ pub enum RetentionTable {
     RawReadings,
     PollFailures,
     MinuteReadings,
+    /// State changes for the public server, sent or not, kept as long as raw readings.
+    SyncOutbox,
 }
 
 impl RetentionTable {
@@ -329,12 +331,13 @@ impl RetentionTable {
             Self::RawReadings => "raw_readings",
             Self::PollFailures => "poll_failures",
             Self::MinuteReadings => "minute_readings",
+            Self::SyncOutbox => "sync_outbox",
         }
     }
 
     fn time_column(self) -> &'static str {
         match self {
-            Self::RawReadings | Self::PollFailures => "ts",
+            Self::RawReadings | Self::PollFailures | Self::SyncOutbox => "ts",
             Self::MinuteReadings => "minute_ts",
         }
     }

@@ -282,7 +282,24 @@ impl Worker {
                 let result = self.flush_and_maintain();
                 let _ = reply.try_send(result);
             }
+            Request::Job { step, job } => self.run_job(step, job),
             Request::Stop { .. } => {}
+        }
+    }
+
+    fn run_job(&mut self, step: &str, job: super::Job) {
+        let now = self.clock.now();
+        self.ensure_connected();
+        let target = self.target();
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable(format!("{step}: not connected to {target}")));
+        let connected = client.is_ok();
+        if let Some(StoreError::Unavailable(detail)) = job(client, now)
+            && connected
+        {
+            self.lost_connection(detail);
         }
     }
 
@@ -632,6 +649,7 @@ impl Worker {
         deleted += self.delete_older_than(RetentionTable::RawReadings, raw_cutoff)?;
         deleted += self.delete_older_than(RetentionTable::PollFailures, raw_cutoff)?;
         deleted += self.delete_older_than(RetentionTable::MinuteReadings, minute_cutoff)?;
+        deleted += self.delete_older_than(RetentionTable::SyncOutbox, raw_cutoff)?;
 
         self.with_client("recording the retention run", |client| {
             queries::record_retention_run(client, now)

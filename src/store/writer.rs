@@ -13,6 +13,7 @@ use postgres::{Client, Transaction};
 use super::buffer::Sample;
 use super::sql_time;
 use crate::reading::{PollFailure, Reading};
+use crate::sync::protocol::{StatusReading, is_outbox_change};
 use crate::thermostat::ThermostatId;
 
 /// Readings and failures to write together, oldest first.
@@ -75,8 +76,9 @@ pub struct WriteOutcome {
     pub unknown_thermostats: Vec<String>,
 }
 
-/// Writes `batch` in one transaction: raw readings, poll failures, the newest state per
-/// thermostat into `current_state`, and `thermostats.last_seen`.
+/// Writes `batch` in one transaction: raw readings, poll failures, the state changes for
+/// the public server, the newest state per thermostat into `current_state`, and
+/// `thermostats.last_seen`.
 pub fn write_batch(client: &mut Client, batch: &Batch) -> Result<WriteOutcome, postgres::Error> {
     let mut transaction = client.transaction()?;
 
@@ -88,6 +90,7 @@ pub fn write_batch(client: &mut Client, batch: &Batch) -> Result<WriteOutcome, p
     let unknown_thermostats = find_unknown_thermostats(&mut transaction, batch)?;
     let readings_inserted = insert_readings(&mut transaction, &batch.readings)?;
     let failures_inserted = insert_failures(&mut transaction, &batch.failures)?;
+    insert_state_changes(&mut transaction, &batch.readings)?;
 
     let newest = newest_per_thermostat(&batch.readings);
     upsert_current_state(&mut transaction, &newest)?;
@@ -238,6 +241,39 @@ fn insert_failures(
          WHERE EXISTS (SELECT 1 FROM thermostats t WHERE t.thermostat_id = u.thermostat_id)
          ON CONFLICT (thermostat_id, ts) DO NOTHING",
         &[&ts, &ids, &kinds],
+    )
+}
+
+/// Queues the readings that carry a state change for the public server, in the same
+/// transaction as the readings, so a change is queued exactly when it is stored.
+fn insert_state_changes(
+    transaction: &mut Transaction<'_>,
+    readings: &[Reading],
+) -> Result<u64, postgres::Error> {
+    let changes: Vec<&Reading> = readings
+        .iter()
+        .filter(|reading| is_outbox_change(reading))
+        .collect();
+    if changes.is_empty() {
+        return Ok(0);
+    }
+
+    let ids: Vec<&str> = changes.iter().map(|r| r.thermostat_id.as_str()).collect();
+    let ts: Vec<SystemTime> = changes.iter().map(|r| sql_time(r.ts)).collect();
+    let payloads: Vec<String> = changes
+        .iter()
+        .map(|reading| {
+            serde_json::to_string(&StatusReading::from_reading(reading)).unwrap_or_default()
+        })
+        .collect();
+    transaction.execute(
+        "INSERT INTO sync_outbox (thermostat_id, ts, payload)
+         SELECT u.id, u.ts, u.payload::jsonb
+         FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS u(id, ts, payload)
+         WHERE EXISTS (SELECT 1 FROM thermostats t WHERE t.thermostat_id = u.id)
+         ORDER BY u.ts
+         ON CONFLICT (thermostat_id, ts) DO NOTHING",
+        &[&ids, &ts, &payloads],
     )
 }
 

@@ -26,6 +26,7 @@ impl RunningDaemon {
             api_listener: Some(listener),
             shutdown: shutdown.clone(),
             handle_signals: false,
+            ..RunOptions::default()
         };
         let thread = std::thread::spawn(move || {
             daemon::run(&config, options).map_err(|error| error.to_string())
