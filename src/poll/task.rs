@@ -57,7 +57,10 @@ pub async fn poll_thermostat(
         };
 
         let (outcome, error_text) = match result {
-            Ok(reply) => (poller.handle_reply(reply), None),
+            Ok(reply) => {
+                poller.context.status.record_latency(started.elapsed());
+                (poller.handle_reply(reply), None)
+            }
             Err(error) => (
                 poller.handle_failure(&link, &error),
                 Some(error.to_string()),
@@ -102,6 +105,7 @@ impl Poller {
         }
         self.baseline = Some(merge_known(self.baseline.as_ref(), &reply.state));
 
+        self.context.status.record_state(&self.id, now, reply.state);
         self.context.sink.submit_reading(Reading {
             thermostat_id: self.id.clone(),
             ts: now,
