@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use async_io::Timer;
 
+use crate::api::access::AccessPolicy;
 use crate::api::health::HealthThresholds;
+use crate::api::views::config_json;
 use crate::api::{ApiServer, ApiState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -29,8 +31,13 @@ use crate::weather::OutsideTemperature;
 /// Maximum time the store gets at shutdown to write what is buffered.
 const STORE_FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 
-/// Number of threads serving the local API.
-const API_WORKERS: usize = 2;
+/// Number of threads serving the local API. A settings change occupies one for up to its
+/// deadline, so reads still have workers while two changes run.
+const API_WORKERS: usize = 4;
+
+/// Time a settings change gets beyond two request deadlines: the gaps between its
+/// requests and the read-back.
+const CONTROL_SLACK: Duration = Duration::from_secs(10);
 
 /// Options for one run of the daemon.
 #[derive(Default)]
@@ -97,16 +104,34 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
     };
 
     let store = store::start(store_options(config), clock.clone(), health.clone());
-    let api_state = Arc::new(ApiState {
+    let status = Arc::new(StatusBoard::new());
+    let executor = Arc::new(smol::Executor::new());
+    let context = PollContext {
+        sink: Arc::new(store.handle()),
         health: health.clone(),
         clock: clock.clone(),
-        thresholds: HealthThresholds::for_polling(
-            config.polling.interval,
-            config.polling.request_timeout,
-        ),
+        schedule: schedule_options(config),
+        status: status.clone(),
+        outside: Arc::new(OutsideTemperature::disabled()),
+        shutdown: shutdown.clone(),
+    };
+    let registry = Arc::new(Registry::new(
+        Arc::downgrade(&executor),
+        Arc::new(context),
+        link_options(config),
+    ));
+
+    let parts = ApiParts {
+        store: store.handle(),
+        registry: registry.clone(),
+        status,
+        health: health.clone(),
+        clock: clock.clone(),
+    };
+    let api = api_state(config, &listener, parts).and_then(|state| {
+        ApiServer::start(listener, Arc::new(state), API_WORKERS, shutdown.clone())
+            .map_err(|error| DaemonError::Startup(error.to_string()))
     });
-    let api = ApiServer::start(listener, api_state, API_WORKERS, shutdown.clone())
-        .map_err(|error| DaemonError::Startup(error.to_string()));
     let api = match api {
         Ok(api) => api,
         Err(error) => {
@@ -118,8 +143,8 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
     let result = run_executor(
         config,
         &store.handle(),
-        health,
-        clock,
+        executor,
+        registry,
         &shutdown,
         options.handle_signals,
     );
@@ -158,31 +183,54 @@ fn bind_api(config: &Config) -> Result<TcpListener, DaemonError> {
     })
 }
 
+/// The shared parts that the API reads.
+struct ApiParts {
+    store: StoreHandle,
+    registry: Arc<Registry>,
+    status: Arc<StatusBoard>,
+    health: Arc<Health>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Builds the API's state: access rules from `[api]` and the token, the redacted config.
+fn api_state(
+    config: &Config,
+    listener: &TcpListener,
+    parts: ApiParts,
+) -> Result<ApiState, DaemonError> {
+    let bound = listener.local_addr().map_err(|error| {
+        DaemonError::Startup(format!("cannot read the API listener's address: {error}"))
+    })?;
+    let token = config.secrets.api_token.clone();
+    Ok(ApiState {
+        health: parts.health,
+        clock: parts.clock,
+        thresholds: HealthThresholds::for_polling(
+            config.polling.interval,
+            config.polling.request_timeout,
+        ),
+        store: parts.store,
+        registry: parts.registry,
+        status: parts.status,
+        access: AccessPolicy::new(&config.api, bound, token),
+        site_id: config.site.site_id.clone(),
+        site_name: config.site.name.clone(),
+        listen: config.api.listen,
+        config_view: config_json(config),
+        discovery: None,
+        control_deadline: config.polling.request_timeout * 2 + CONTROL_SLACK,
+    })
+}
+
 /// Runs polling and onboarding on the executor until shutdown.
 fn run_executor(
     config: &Config,
     store: &StoreHandle,
-    health: Arc<Health>,
-    clock: Arc<dyn Clock>,
+    executor: Arc<smol::Executor<'static>>,
+    registry: Arc<Registry>,
     shutdown: &Shutdown,
     handle_signals: bool,
 ) -> Result<(), DaemonError> {
-    let executor = Arc::new(smol::Executor::new());
-    let context = Arc::new(PollContext {
-        sink: Arc::new(store.clone()),
-        health,
-        clock,
-        schedule: schedule_options(config),
-        status: Arc::new(StatusBoard::new()),
-        outside: Arc::new(OutsideTemperature::disabled()),
-        shutdown: shutdown.clone(),
-    });
-    let registry = Arc::new(Registry::new(
-        Arc::downgrade(&executor),
-        context,
-        link_options(config),
-    ));
-
     if handle_signals {
         let signals =
             async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
