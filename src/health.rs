@@ -19,7 +19,7 @@ pub struct Health {
 }
 
 /// A copy of the health state at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HealthSnapshot {
     pub database_connected: bool,
     pub last_database_write: i64,

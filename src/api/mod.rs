@@ -12,6 +12,7 @@ pub mod body;
 mod handlers;
 pub mod health;
 pub mod metrics;
+pub mod monitor;
 pub mod page;
 pub mod reply;
 pub mod routes;

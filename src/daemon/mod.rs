@@ -15,6 +15,7 @@ use async_io::Timer;
 
 use crate::api::access::AccessPolicy;
 use crate::api::health::HealthThresholds;
+use crate::api::monitor::{self, MonitorContext};
 use crate::api::views::config_json;
 use crate::api::{ApiServer, ApiState};
 use crate::clock::{Clock, SystemClock};
@@ -120,6 +121,18 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         Arc::new(context),
         link_options(config),
     ));
+
+    let monitors = MonitorContext {
+        health: health.clone(),
+        status: status.clone(),
+        clock: clock.clone(),
+        thresholds: HealthThresholds::for_polling(
+            config.polling.interval,
+            config.polling.request_timeout,
+        ),
+        shutdown: shutdown.clone(),
+    };
+    executor.spawn(monitor::run(monitors)).detach();
 
     let parts = ApiParts {
         store: store.handle(),

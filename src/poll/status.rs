@@ -16,6 +16,8 @@ pub struct ThermostatStatus {
     pub consecutive_failures: u32,
     pub polls: u64,
     pub failures: u64,
+    /// Readings that differed from the one before, first readings not counted.
+    pub state_changes: u64,
     /// Times the thermostat went from online to offline.
     pub offline_transitions: u64,
     pub last_success: Option<jiff::Timestamp>,
@@ -25,8 +27,8 @@ pub struct ThermostatStatus {
     pub last_state: Option<(jiff::Timestamp, ThermostatState)>,
 }
 
-/// Upper bounds, in seconds, of the poll duration histogram's buckets. Real units answer
-/// `/tstat` in about 2.5 s, and one CT80 firmware takes 16 s.
+/// Upper bounds, in seconds, of the poll duration histogram's buckets. Real units reply
+/// to `/tstat` in about 2.5 s, and one CT80 firmware takes 16 s.
 pub const LATENCY_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
 
 /// Durations of successful polls, request sent to reply parsed, over all thermostats.

@@ -102,6 +102,11 @@ impl Poller {
         let change = detect_change(self.baseline.as_ref(), &reply.state);
         if let Some(change) = &change {
             self.log_change(change, &reply.state);
+            if change.change_type != ChangeType::Initial {
+                self.context
+                    .status
+                    .update(&self.id, |status| status.state_changes += 1);
+            }
         }
         self.baseline = Some(merge_known(self.baseline.as_ref(), &reply.state));
 
