@@ -2,7 +2,8 @@
 //! and the settings each control route takes (400 naming the field). Pure except for
 //! [`read_limited`], which reads from the request.
 
-use std::io::Read;
+use std::io::{ErrorKind, Read};
+use std::time::{Duration, Instant};
 
 use crate::control::SettingsChange;
 
@@ -50,18 +51,49 @@ pub fn check_content_type(content_type: Option<&str>, body_length: usize) -> Res
     ))
 }
 
-/// Reads the body, at most [`MAX_BODY_BYTES`]; a chunked body over the limit is a 413.
-pub fn read_limited(reader: &mut dyn Read) -> Result<Vec<u8>, Reply> {
+/// Maximum time to receive a whole body. Each read also stops after the socket timeout.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Reads the body, at most [`MAX_BODY_BYTES`] (413 beyond, for a chunked body too), and
+/// gives up with 408 once `deadline` passes or a read times out.
+pub fn read_limited(reader: &mut dyn Read, deadline: Instant) -> Result<Vec<u8>, Reply> {
     let mut body = Vec::new();
-    let limit = MAX_BODY_BYTES as u64 + 1;
-    reader
-        .take(limit)
-        .read_to_end(&mut body)
-        .map_err(|error| Reply::error(400, format!("cannot read the request body: {error}")))?;
-    if body.len() > MAX_BODY_BYTES {
-        return Err(too_large(body.len()));
+    let mut chunk = [0u8; 4096];
+    loop {
+        if Instant::now() > deadline {
+            return Err(too_slow());
+        }
+        let read = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(body),
+            Ok(read) => read,
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(too_slow());
+            }
+            Err(error) => {
+                return Err(Reply::error(
+                    400,
+                    format!("cannot read the request body: {error}"),
+                ));
+            }
+        };
+
+        body.extend_from_slice(&chunk[..read]);
+        if body.len() > MAX_BODY_BYTES {
+            return Err(too_large(body.len()));
+        }
     }
-    Ok(body)
+}
+
+fn too_slow() -> Reply {
+    Reply::error(
+        408,
+        format!(
+            "request body not received within {} s: send the whole body at once",
+            BODY_DEADLINE.as_secs()
+        ),
+    )
+    .with_header("Connection", "close")
 }
 
 /// Parses a JSON body; an empty body is `{}` when `empty_is_object` is set.
@@ -147,8 +179,25 @@ mod tests {
     #[test]
     fn chunked_body_over_limit_is_413() {
         let big = vec![b' '; MAX_BODY_BYTES + 10];
-        let reply = read_limited(&mut big.as_slice()).expect_err("too big");
+        let deadline = Instant::now() + BODY_DEADLINE;
+        let reply = read_limited(&mut big.as_slice(), deadline).expect_err("too big");
         assert_eq!(reply.status, 413);
+    }
+
+    #[test]
+    fn body_after_deadline_is_408() {
+        let past = Instant::now() - Duration::from_secs(1);
+        let reply = read_limited(&mut b"{}".as_slice(), past).expect_err("too late");
+        assert_eq!(reply.status, 408);
+    }
+
+    #[test]
+    fn body_within_limit_read_whole() {
+        let deadline = Instant::now() + BODY_DEADLINE;
+        assert_eq!(
+            read_limited(&mut b"{}".as_slice(), deadline),
+            Ok(b"{}".to_vec())
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use tiny_http::Request;
 
 use super::body::{
-    MODE_FIELDS, TEMPERATURE_FIELDS, check_content_type, check_declared_length, parse_change,
-    parse_json, read_limited,
+    BODY_DEADLINE, MODE_FIELDS, TEMPERATURE_FIELDS, check_content_type, check_declared_length,
+    parse_change, parse_json, read_limited,
 };
 use super::reply::Reply;
 use super::routes::{self, Route};
@@ -62,7 +62,8 @@ pub fn dispatch(request: &mut Request, method: &str, path: &str, state: &ApiStat
 fn read_json(request: &mut Request, empty_is_object: bool) -> Result<Value, Reply> {
     check_declared_length(request.body_length())?;
     let content_type = header(request, "Content-Type");
-    let body = read_limited(request.as_reader())?;
+    let deadline = std::time::Instant::now() + BODY_DEADLINE;
+    let body = read_limited(request.as_reader(), deadline)?;
     check_content_type(content_type.as_deref(), body.len())?;
     parse_json(&body, empty_is_object)
 }

@@ -38,6 +38,10 @@ use reply::Reply;
 /// How often a worker wakes to check for shutdown while no request comes.
 const SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
 
+/// Maximum wait for each read of a request and each write of a response, so a client
+/// that stops sending or reading cannot hold a thread for long.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Starts a discovery scan with the request's JSON body and returns the status code and
 /// JSON body of the response. The discovery module provides it, and without one the
 /// route returns 503.
@@ -78,6 +82,7 @@ impl ApiServer {
         shutdown: Shutdown,
     ) -> io::Result<Self> {
         let address = listener.local_addr()?;
+        limit_socket_time(&listener, SOCKET_TIMEOUT)?;
         let server = Server::from_listener(listener, None).map_err(|error| {
             io::Error::other(format!("cannot serve the API on {address}: {error}"))
         })?;
@@ -110,6 +115,19 @@ impl ApiServer {
             }
         }
     }
+}
+
+/// Sets read and write timeouts on the listener. Linux copies them to every accepted
+/// socket, which is how they reach tiny_http's connections, because tiny_http 0.12 sets
+/// none.
+///
+/// NOTE: tiny_http 0.12 also starts one thread per open connection, and after a response
+/// it reads and discards any body the handler left unread. The timeouts bound each read,
+/// not the number of connections or the time a client takes to trickle a large body.
+fn limit_socket_time(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
+    let socket = socket2::SockRef::from(listener);
+    socket.set_read_timeout(Some(timeout))?;
+    socket.set_write_timeout(Some(timeout))
 }
 
 fn serve(server: &Server, state: &ApiState, shutdown: &Shutdown) {
@@ -219,4 +237,28 @@ fn make_header(name: &str, value: &str) -> Option<Header> {
         log::error!("local API: invalid response header {name}: {value:?}");
     }
     header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_get_listener_timeouts() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let timeout = Duration::from_millis(700);
+        limit_socket_time(&listener, timeout).expect("set timeouts");
+        let address = listener.local_addr().expect("address");
+
+        let _client = std::net::TcpStream::connect(address).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        assert_eq!(
+            accepted.read_timeout().expect("read timeout"),
+            Some(timeout)
+        );
+        assert_eq!(
+            accepted.write_timeout().expect("write timeout"),
+            Some(timeout)
+        );
+    }
 }
