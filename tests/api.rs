@@ -617,3 +617,97 @@ fn openapi_matches_route_table() {
     served.sort();
     assert_eq!(described, served);
 }
+
+/// Returns the Chromium binary on PATH, if one is installed.
+fn find_chromium() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|folder| {
+            ["chromium", "chromium-browser", "google-chrome"].map(|name| folder.join(name))
+        })
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs headless Chromium with `arguments` and returns its stdout, killing it after 60 s.
+fn run_chromium(
+    binary: &std::path::Path,
+    profile: &std::path::Path,
+    arguments: &[String],
+) -> String {
+    let mut child = std::process::Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(arguments)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("poll chromium").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut output = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout
+            .read_to_string(&mut output)
+            .expect("read chromium output");
+    }
+    output
+}
+
+#[test]
+fn status_page_renders_in_chromium() {
+    let Some(chromium) = find_chromium() else {
+        eprintln!(
+            "skipped: no chromium on PATH; install it (apt-get install chromium) to run this check"
+        );
+        return;
+    };
+    let url = support::fresh_database_url("api_chromium");
+    let fleet = start_fleet(2);
+    let daemon = RunningDaemon::start(test_config(&url, &fleet));
+    let list = wait_until_listed(&daemon, &fleet);
+    let page_url = format!("http://{}/", daemon.api);
+    let folder = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&folder).expect("screenshot folder");
+    let screenshot = folder.join("status-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+
+    let dom = run_chromium(
+        &chromium,
+        &folder.join("profile"),
+        &["--dump-dom".into(), page_url.clone()],
+    );
+    for entry in list["thermostats"].as_array().expect("thermostat list") {
+        let id = entry["thermostat_id"].as_str().expect("id");
+        assert!(
+            dom.contains(&format!("id=\"t-{id}\"")),
+            "{id} missing from the rendered page"
+        );
+    }
+
+    let shot = format!("--screenshot={}", screenshot.display());
+    run_chromium(
+        &chromium,
+        &folder.join("profile"),
+        &["--window-size=412,915".into(), shot, page_url],
+    );
+    let image = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
+    assert!(image.starts_with(b"\x89PNG"), "not a PNG");
+    assert!(
+        image.len() > 10_000,
+        "screenshot of {} bytes looks blank",
+        image.len()
+    );
+    eprintln!("status page screenshot: {}", screenshot.display());
+    daemon.stop();
+}

@@ -58,6 +58,8 @@ pub struct ApiState {
     pub access: AccessPolicy,
     pub site_id: String,
     pub site_name: String,
+    /// The site's zone, for times on the status page.
+    pub time_zone: jiff::tz::TimeZone,
     /// `api.listen` from the config, which decides whether the API is LAN-bound.
     pub listen: SocketAddr,
     /// The configuration with every secret redacted, as `GET /api/system/config` shows it.

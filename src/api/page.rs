@@ -4,6 +4,8 @@
 
 use std::fmt::Write;
 
+use jiff::tz::TimeZone;
+
 use super::ApiState;
 use super::reply::{HTML, Reply};
 use super::views::{newest_state, tstate_name};
@@ -64,12 +66,17 @@ pub fn status_page(state: &ApiState) -> Reply {
                     .iter()
                     .find(|(id, _)| *id == overview.record.id)
                     .map(|(_, status)| status);
-                row(Some(overview), status, overview.record.id.as_str())
+                row(
+                    Some(overview),
+                    status,
+                    overview.record.id.as_str(),
+                    &state.time_zone,
+                )
             })
             .collect(),
         None => statuses
             .iter()
-            .map(|(id, status)| row(None, Some(status), id.as_str()))
+            .map(|(id, status)| row(None, Some(status), id.as_str(), &state.time_zone))
             .collect(),
     };
 
@@ -77,7 +84,7 @@ pub fn status_page(state: &ApiState) -> Reply {
         (Some(problem), _) => problem.clone(),
         (None, None) => "not answering; showing live data only".to_string(),
         (None, Some(_)) => format!(
-            "connected, {} readings waiting",
+            "connected, readings waiting to be written: {}",
             report.database.buffered_readings
         ),
     };
@@ -112,11 +119,7 @@ pub fn status_page(state: &ApiState) -> Reply {
 
     let input = PageInput {
         site_name: state.site_name.clone(),
-        generated_at: state
-            .clock
-            .now()
-            .strftime("%Y-%m-%d %H:%M:%S UTC")
-            .to_string(),
+        generated_at: local_time(state.clock.now(), &state.time_zone),
         rows,
         components,
     };
@@ -135,6 +138,7 @@ fn row(
     overview: Option<&ThermostatOverview>,
     status: Option<&ThermostatStatus>,
     id: &str,
+    time_zone: &TimeZone,
 ) -> PageRow {
     let newest = newest_state(overview, status);
     let state = newest.map(|(_, state, _)| state);
@@ -162,8 +166,15 @@ fn row(
             .map_or("unknown", tstate_name)
             .to_string(),
         online: status.is_some_and(|status| status.online),
-        last_seen: newest.map(|(ts, _, _)| ts.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()),
+        last_seen: newest.map(|(ts, _, _)| local_time(ts, time_zone)),
     }
+}
+
+/// Formats `ts` in the site's time zone, for the person reading the page at the site.
+fn local_time(ts: jiff::Timestamp, time_zone: &TimeZone) -> String {
+    ts.to_zoned_datetime(time_zone.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
 }
 
 /// Renders the page. Every value from a device or the database is HTML-escaped.

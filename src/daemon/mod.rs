@@ -228,6 +228,7 @@ fn api_state(
         access: AccessPolicy::new(&config.api, bound, token),
         site_id: config.site.site_id.clone(),
         site_name: config.site.name.clone(),
+        time_zone: config.site.time_zone.clone(),
         listen: config.api.listen,
         config_view: config_json(config),
         discovery: None,
