@@ -17,6 +17,19 @@ pub const TEMPERATURE_FIELDS: [&str; 3] = ["t_heat", "t_cool", "hold"];
 /// The settings of `POST /api/thermostats/{id}/mode`.
 pub const MODE_FIELDS: [&str; 2] = ["tmode", "fmode"];
 
+/// Rejects a chunked body with 411: its length is unknown until it is read on a worker,
+/// where a client that stalls would hold the worker.
+pub fn check_length_known(transfer_encoding: Option<&str>) -> Result<(), Reply> {
+    match transfer_encoding {
+        Some(_) => Err(Reply::error(
+            411,
+            "chunked request bodies are not accepted: send Content-Length",
+        )
+        .with_header("Connection", "close")),
+        None => Ok(()),
+    }
+}
+
 /// Rejects a body whose declared `Content-Length` is over the limit before reading it.
 pub fn check_declared_length(content_length: Option<usize>) -> Result<(), Reply> {
     match content_length {
@@ -51,11 +64,11 @@ pub fn check_content_type(content_type: Option<&str>, body_length: usize) -> Res
     ))
 }
 
-/// Maximum time to receive a whole body. Each read also stops after the socket timeout.
+/// Maximum time to receive a whole body, checked between reads.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Reads the body, at most [`MAX_BODY_BYTES`] (413 beyond, for a chunked body too), and
-/// gives up with 408 once `deadline` passes or a read times out.
+/// gives up with 408 once `deadline` passes between two reads or a read times out.
 pub fn read_limited(reader: &mut dyn Read, deadline: Instant) -> Result<Vec<u8>, Reply> {
     let mut body = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -169,6 +182,12 @@ mod tests {
     fn declared_length_over_limit_is_413() {
         let reply = check_declared_length(Some(2 * 1024 * 1024)).expect_err("2 MB");
         assert_eq!(reply.status, 413);
+    }
+
+    #[test]
+    fn chunked_body_is_411() {
+        let reply = check_length_known(Some("chunked")).expect_err("chunked");
+        assert_eq!(reply.status, 411);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tiny_http::Request;
 
 use super::body::{
     BODY_DEADLINE, MODE_FIELDS, TEMPERATURE_FIELDS, check_content_type, check_declared_length,
-    parse_change, parse_json, read_limited,
+    check_length_known, parse_change, parse_json, read_limited,
 };
 use super::reply::Reply;
 use super::routes::{self, Route};
@@ -60,6 +60,7 @@ pub fn dispatch(request: &mut Request, method: &str, path: &str, state: &ApiStat
 
 /// Reads and parses a JSON body with the size and content type checks.
 fn read_json(request: &mut Request, empty_is_object: bool) -> Result<Value, Reply> {
+    check_length_known(header(request, "Transfer-Encoding").as_deref())?;
     check_declared_length(request.body_length())?;
     let content_type = header(request, "Content-Type");
     let deadline = std::time::Instant::now() + BODY_DEADLINE;

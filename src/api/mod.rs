@@ -38,9 +38,9 @@ use reply::Reply;
 /// How often a worker wakes to check for shutdown while no request comes.
 const SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
 
-/// Maximum wait for each read of a request and each write of a response, so a client
-/// that stops sending or reading cannot hold a thread for long.
-const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+/// Maximum wait for each write of a response, so a client that stops reading cannot hold
+/// a worker for long.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts a discovery scan with the request's JSON body and returns the status code and
 /// JSON body of the response. The discovery module provides it, and without one the
@@ -84,7 +84,7 @@ impl ApiServer {
         shutdown: Shutdown,
     ) -> io::Result<Self> {
         let address = listener.local_addr()?;
-        limit_socket_time(&listener, SOCKET_TIMEOUT)?;
+        limit_send_time(&listener, SEND_TIMEOUT)?;
         let server = Server::from_listener(listener, None).map_err(|error| {
             io::Error::other(format!("cannot serve the API on {address}: {error}"))
         })?;
@@ -119,17 +119,15 @@ impl ApiServer {
     }
 }
 
-/// Sets read and write timeouts on the listener. Linux copies them to every accepted
-/// socket, which is how they reach tiny_http's connections, because tiny_http 0.12 sets
-/// none.
+/// Sets a send timeout on the listener. Linux copies it to every accepted socket, which
+/// is how it reaches tiny_http's connections, because tiny_http 0.12 sets none.
 ///
-/// NOTE: tiny_http 0.12 also starts one thread per open connection, and after a response
-/// it reads and discards any body the handler left unread. The timeouts bound each read,
-/// not the number of connections or the time a client takes to trickle a large body.
-fn limit_socket_time(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
-    let socket = socket2::SockRef::from(listener);
-    socket.set_read_timeout(Some(timeout))?;
-    socket.set_write_timeout(Some(timeout))
+/// NOTE: a receive timeout cannot be set this way: on the listener it also ends an idle
+/// `accept`, and tiny_http's accept thread stops for good at the first accept error. So
+/// a client that stalls in the middle of a body over 1024 bytes (smaller ones are read
+/// before a worker sees the request) holds a worker until it sends or closes.
+fn limit_send_time(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
+    socket2::SockRef::from(listener).set_write_timeout(Some(timeout))
 }
 
 fn serve(server: &Server, state: &ApiState, shutdown: &Shutdown) {
@@ -137,7 +135,11 @@ fn serve(server: &Server, state: &ApiState, shutdown: &Shutdown) {
         match server.recv_timeout(SHUTDOWN_CHECK) {
             Ok(Some(request)) => handle(request, state),
             Ok(None) => {}
-            Err(error) => log::warn!("local API: cannot receive a request: {error}"),
+            // tiny_http's accept thread has stopped (for example at the open file limit),
+            // so no request will come again.
+            Err(error) => {
+                log::error!("local API: stopped accepting connections: {error}; restart the daemon")
+            }
         }
     }
 }
@@ -246,21 +248,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepted_sockets_get_listener_timeouts() {
+    fn accepted_sockets_get_send_timeout() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let timeout = Duration::from_millis(700);
-        limit_socket_time(&listener, timeout).expect("set timeouts");
+        limit_send_time(&listener, timeout).expect("set the timeout");
         let address = listener.local_addr().expect("address");
 
         let _client = std::net::TcpStream::connect(address).expect("connect");
         let (accepted, _) = listener.accept().expect("accept");
         assert_eq!(
-            accepted.read_timeout().expect("read timeout"),
-            Some(timeout)
-        );
-        assert_eq!(
             accepted.write_timeout().expect("write timeout"),
             Some(timeout)
         );
+    }
+
+    #[test]
+    fn idle_accept_outlasts_send_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        limit_send_time(&listener, Duration::from_millis(100)).expect("set the timeout");
+        let address = listener.local_addr().expect("address");
+
+        let acceptor = std::thread::spawn(move || listener.accept().map(|_| ()));
+        std::thread::sleep(Duration::from_millis(400));
+        let _client = std::net::TcpStream::connect(address).expect("connect");
+        let accepted = acceptor.join().expect("accept thread");
+        assert!(accepted.is_ok(), "{accepted:?}");
     }
 }
