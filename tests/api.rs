@@ -711,3 +711,25 @@ fn status_page_renders_in_chromium() {
     eprintln!("status page screenshot: {}", screenshot.display());
     daemon.stop();
 }
+
+#[test]
+fn unreachable_thermostat_gives_502() {
+    let url = support::fresh_database_url("api_unreachable");
+    let fleet = start_fleet(1);
+    let uuid = fleet.devices()[0].uuid().to_string();
+    let daemon = RunningDaemon::start(test_config(&url, &fleet));
+    wait_until_listed(&daemon, &fleet);
+    fleet.stop();
+
+    let answer = daemon.post_json(&status_path(&uuid, "mode"), &json!({"tmode": 2}));
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    assert!(answer.error().contains(&uuid), "{}", answer.body);
+
+    let mut db = support::connect(&url);
+    let recorded: i64 = db
+        .query_one("SELECT count(*) FROM device_config", &[])
+        .expect("count device_config")
+        .get(0);
+    assert_eq!(recorded, 0);
+    daemon.stop();
+}
