@@ -15,8 +15,8 @@ use super::body::{
 use super::reply::Reply;
 use super::routes::{self, Route};
 use super::{ApiState, header, metrics, page, views};
-use crate::control::{ControlError, SettingsChange, apply_change};
-use crate::device::ModelProfile;
+use crate::control::{Applied, ControlError, SettingsChange, apply_change};
+use crate::device::{DeviceLink, ModelProfile};
 use crate::store::{StoreError, ThermostatOverview};
 use crate::thermostat::ThermostatId;
 
@@ -163,62 +163,84 @@ fn control(state: &ApiState, id: &ThermostatId, change: &SettingsChange) -> Repl
         "local API: applying {} to thermostat {id}",
         change.describe()
     );
-    let deadline = state.control_deadline;
-    let applying = futures_lite::future::or(
-        async { Some(apply_change(&link, model, change).await) },
-        async {
-            async_io::Timer::after(deadline).await;
-            None
-        },
-    );
-    let applied = match async_io::block_on(applying) {
-        Some(Ok(applied)) => applied,
-        Some(Err(error)) => return control_error(id, &error),
-        None => {
-            log::warn!(
-                "local API: change {} to thermostat {id} timed out after {} s",
-                change.describe(),
-                deadline.as_secs()
-            );
-            return Reply::error(
-                504,
-                format!(
-                    "thermostat {id} did not finish the change within {} s; it may be partly applied, so check GET /api/thermostats/{id}/status",
-                    deadline.as_secs()
-                ),
-            );
-        }
+    let applied = match apply_within_deadline(state, &link, model, id, change) {
+        Ok(applied) => applied,
+        Err(reply) => return reply,
     };
-
     let now = state.clock.now();
     state.status.record_state(id, now, applied.state);
-    let recorded = wait_for_store(
-        state
-            .store
-            .record_settings(id.clone(), *change, "local_api"),
-    );
-    if let Err(reply) = &recorded {
-        log::warn!(
-            "local API: thermostat {id} applied {} but device_config was not updated: {}",
-            change.describe(),
-            reply.body
-        );
-    }
+    let recorded = record_applied(state, id, change);
     log::info!(
         "local API: thermostat {id} applied {} in {} write(s)",
         change.describe(),
         applied.writes
     );
+
     Reply::json(
         200,
         &json!({
             "thermostat_id": id.as_str(),
             "applied": change.describe(),
             "writes": applied.writes,
-            "recorded": recorded.is_ok(),
+            "recorded": recorded,
             "state": views::state_json(now, &applied.state, None),
         }),
     )
+}
+
+/// Runs [`apply_change`] on this worker thread, at most `ApiState::control_deadline`.
+fn apply_within_deadline(
+    state: &ApiState,
+    link: &DeviceLink,
+    model: ModelProfile,
+    id: &ThermostatId,
+    change: &SettingsChange,
+) -> Result<Applied, Reply> {
+    let deadline = state.control_deadline;
+    let applying = futures_lite::future::or(
+        async { Some(apply_change(link, model, change).await) },
+        async {
+            async_io::Timer::after(deadline).await;
+            None
+        },
+    );
+    match async_io::block_on(applying) {
+        Some(Ok(applied)) => Ok(applied),
+        Some(Err(error)) => Err(control_error(id, &error)),
+        None => {
+            log::warn!(
+                "local API: change {} to thermostat {id} timed out after {} s",
+                change.describe(),
+                deadline.as_secs()
+            );
+            Err(Reply::error(
+                504,
+                format!(
+                    "thermostat {id} did not finish the change within {} s; it may be partly applied, so check GET /api/thermostats/{id}/status",
+                    deadline.as_secs()
+                ),
+            ))
+        }
+    }
+}
+
+/// Records an applied change in `device_config` and returns whether that worked. The
+/// change is on the device already, so a failure is logged and the request succeeds.
+fn record_applied(state: &ApiState, id: &ThermostatId, change: &SettingsChange) -> bool {
+    let recording = state
+        .store
+        .record_settings(id.clone(), *change, "local_api");
+    match wait_for_store(recording) {
+        Ok(()) => true,
+        Err(reply) => {
+            log::warn!(
+                "local API: thermostat {id} applied {} but device_config was not updated: {}",
+                change.describe(),
+                reply.body
+            );
+            false
+        }
+    }
 }
 
 fn control_error(id: &ThermostatId, error: &ControlError) -> Reply {
