@@ -11,6 +11,7 @@ pub mod access;
 pub mod body;
 mod handlers;
 pub mod health;
+mod listener;
 pub mod metrics;
 pub mod monitor;
 pub mod page;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{Header, Method, Request, Response};
 
 use crate::clock::Clock;
 use crate::health::Health;
@@ -33,6 +34,7 @@ use crate::shutdown::Shutdown;
 use crate::store::StoreHandle;
 use access::AccessPolicy;
 use health::{HealthReport, HealthThresholds, evaluate};
+use listener::ServerSlot;
 use reply::Reply;
 
 /// How often a worker wakes to check for shutdown while no request comes.
@@ -85,17 +87,17 @@ impl ApiServer {
     ) -> io::Result<Self> {
         let address = listener.local_addr()?;
         limit_send_time(&listener, SEND_TIMEOUT)?;
-        let server = Server::from_listener(listener, None).map_err(|error| {
+        let slot = ServerSlot::new(listener).map_err(|error| {
             io::Error::other(format!("cannot serve the API on {address}: {error}"))
         })?;
-        let server = Arc::new(server);
+        let slot = Arc::new(slot);
 
         let mut handles = Vec::new();
         for index in 0..workers.max(1) {
-            let (server, state, shutdown) = (server.clone(), state.clone(), shutdown.clone());
+            let (slot, state, shutdown) = (slot.clone(), state.clone(), shutdown.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("api-{index}"))
-                .spawn(move || serve(&server, &state, &shutdown))?;
+                .spawn(move || serve(&slot, &state, &shutdown))?;
             handles.push(handle);
         }
         log::info!("local API listening on http://{address}");
@@ -122,24 +124,17 @@ impl ApiServer {
 /// Sets a send timeout on the listener. Linux copies it to every accepted socket, which
 /// is how it reaches tiny_http's connections, because tiny_http 0.12 sets none.
 ///
-/// NOTE: a receive timeout cannot be set this way: on the listener it also ends an idle
-/// `accept`, and tiny_http's accept thread stops for good at the first accept error. So
-/// a client that stalls in the middle of a body over 1024 bytes (smaller ones are read
+/// NOTE: a receive timeout cannot be set this way, because on the listener it also ends
+/// every idle `accept`, which stops tiny_http's accept thread. So a client that stalls in the middle of a body over 1024 bytes (smaller ones are read
 /// before a worker sees the request) holds a worker until it sends or closes.
 fn limit_send_time(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
     socket2::SockRef::from(listener).set_write_timeout(Some(timeout))
 }
 
-fn serve(server: &Server, state: &ApiState, shutdown: &Shutdown) {
+fn serve(slot: &ServerSlot, state: &ApiState, shutdown: &Shutdown) {
     while !shutdown.is_triggered() {
-        match server.recv_timeout(SHUTDOWN_CHECK) {
-            Ok(Some(request)) => handle(request, state),
-            Ok(None) => {}
-            // tiny_http's accept thread has stopped (for example at the open file limit),
-            // so no request will come again.
-            Err(error) => {
-                log::error!("local API: stopped accepting connections: {error}; restart the daemon")
-            }
+        if let Some(request) = slot.recv(SHUTDOWN_CHECK) {
+            handle(request, state);
         }
     }
 }
