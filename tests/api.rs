@@ -430,6 +430,16 @@ fn lan_api_requires_token_for_changes() {
     assert_eq!(read.status, 200);
     assert_eq!(read.header("access-control-allow-origin"), None);
 
+    let preflight = Call {
+        method: "OPTIONS",
+        ..Call::get("/api/thermostats")
+    }
+    .header("Origin", "http://evil.example")
+    .header("Access-Control-Request-Method", "POST");
+    let preflight = send(daemon.api, &preflight);
+    assert_eq!(preflight.status, 405);
+    assert_eq!(preflight.header("access-control-allow-origin"), None);
+
     let named = send(
         daemon.api,
         &Call::get("/api/system/info").header("Host", "thermostat.local:8000"),
