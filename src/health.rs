@@ -16,10 +16,12 @@ pub struct Health {
     thermostats_known: AtomicU64,
     readings_dropped: AtomicU64,
     readings_buffered: AtomicU64,
+    database_writes: AtomicU64,
+    database_write_micros: AtomicU64,
 }
 
 /// A copy of the health state at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HealthSnapshot {
     pub database_connected: bool,
     pub last_database_write: i64,
@@ -30,6 +32,10 @@ pub struct HealthSnapshot {
     pub thermostats_known: u64,
     pub readings_dropped: u64,
     pub readings_buffered: u64,
+    /// Batch transactions written since start.
+    pub database_writes: u64,
+    /// Total time spent writing those batches, µs.
+    pub database_write_micros: u64,
 }
 
 impl Health {
@@ -59,6 +65,14 @@ impl Health {
         self.store_heartbeat.fetch_max(at, Ordering::Relaxed);
     }
 
+    /// Counts one batch transaction that took `duration`.
+    pub fn record_database_write_duration(&self, duration: std::time::Duration) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.database_writes.fetch_add(1, Ordering::Relaxed);
+        self.database_write_micros
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+
     pub fn set_thermostats_known(&self, count: u64) {
         self.thermostats_known.store(count, Ordering::Relaxed);
     }
@@ -82,6 +96,8 @@ impl Health {
             thermostats_known: self.thermostats_known.load(Ordering::Relaxed),
             readings_dropped: self.readings_dropped.load(Ordering::Relaxed),
             readings_buffered: self.readings_buffered.load(Ordering::Relaxed),
+            database_writes: self.database_writes.load(Ordering::Relaxed),
+            database_write_micros: self.database_write_micros.load(Ordering::Relaxed),
         }
     }
 }

@@ -174,6 +174,8 @@ mod tests {
             thermostats_known: 20,
             readings_dropped: 0,
             readings_buffered: 3,
+            database_writes: 0,
+            database_write_micros: 0,
         }
     }
 

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use async_io::Timer;
 
+use crate::api::access::AccessPolicy;
 use crate::api::health::HealthThresholds;
+use crate::api::monitor::{self, MonitorContext};
+use crate::api::views::config_json;
 use crate::api::{ApiServer, ApiState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -27,7 +30,8 @@ use crate::reading::{PollFailure, Reading};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreHandle, StoreOptions};
 use crate::sync::{DiscoveryRunner, Sync, SyncOptions};
-use crate::weather::Weather;
+use crate::thermostat::ThermostatId;
+use crate::weather::{Weather, WeatherService, WeatherStatus};
 
 /// Maximum time the store gets at shutdown to write what is buffered.
 const STORE_FLUSH_DEADLINE: Duration = Duration::from_secs(3);
@@ -35,8 +39,13 @@ const STORE_FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 /// Offline reports waiting for discovery; more in one burst share a run anyway.
 const OFFLINE_REPORTS: usize = 64;
 
-/// Number of threads serving the local API.
-const API_WORKERS: usize = 2;
+/// Number of threads serving the local API. A settings change occupies one for up to its
+/// deadline, so reads still have workers while two changes run.
+const API_WORKERS: usize = 4;
+
+/// Time a settings change gets beyond two request deadlines: the gaps between its
+/// requests and the read-back.
+const CONTROL_SLACK: Duration = Duration::from_secs(10);
 
 /// Options for one run of the daemon.
 #[derive(Default)]
@@ -113,17 +122,52 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         config.secrets.weather_api_key.as_ref(),
         clock.clone(),
     );
-    let api_state = Arc::new(ApiState {
+
+    // The registry exists before the API starts, because the API controls thermostats
+    // through it; the executor only runs once the API is up.
+    let executor = Arc::new(smol::Executor::new());
+    let (offline_sender, offline_receiver) = async_channel::bounded(OFFLINE_REPORTS);
+    let status = Arc::new(StatusBoard::new());
+    let context = Arc::new(PollContext {
+        sink: Arc::new(store.handle()),
         health: health.clone(),
         clock: clock.clone(),
-        weather: weather.status.clone(),
+        schedule: schedule_options(config),
+        status: status.clone(),
+        outside: weather.cell.clone(),
+        shutdown: shutdown.clone(),
+        went_offline: Some(offline_sender),
+    });
+    let registry = Arc::new(Registry::new(
+        Arc::downgrade(&executor),
+        context.clone(),
+        link_options(config),
+    ));
+
+    let monitors = MonitorContext {
+        health: health.clone(),
+        status: status.clone(),
+        clock: clock.clone(),
         thresholds: HealthThresholds::for_polling(
             config.polling.interval,
             config.polling.request_timeout,
         ),
+        shutdown: shutdown.clone(),
+    };
+    executor.spawn(monitor::run(monitors)).detach();
+
+    let parts = ApiParts {
+        store: store.handle(),
+        registry: registry.clone(),
+        status,
+        health: health.clone(),
+        clock: clock.clone(),
+        weather: weather.status.clone(),
+    };
+    let api = api_state(config, &listener, parts).and_then(|state| {
+        ApiServer::start(listener, Arc::new(state), API_WORKERS, shutdown.clone())
+            .map_err(|error| DaemonError::Startup(error.to_string()))
     });
-    let api = ApiServer::start(listener, api_state, API_WORKERS, shutdown.clone())
-        .map_err(|error| DaemonError::Startup(error.to_string()));
     let api = match api {
         Ok(api) => api,
         Err(error) => {
@@ -132,15 +176,21 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         }
     };
 
+    let core = Core {
+        executor,
+        registry,
+        context,
+    };
+    let services = Services {
+        weather: weather.service,
+        sync: sync.map(|sync| (sync, options.discovery)),
+        offline: offline_receiver,
+    };
     let result = run_executor(
         config,
         &store.handle(),
-        health,
-        clock,
-        Services {
-            weather,
-            sync: sync.map(|sync| (sync, options.discovery)),
-        },
+        core,
+        services,
         &shutdown,
         options.handle_signals,
     );
@@ -179,42 +229,85 @@ fn bind_api(config: &Config) -> Result<TcpListener, DaemonError> {
     })
 }
 
-/// The optional services that run on the executor beside polling.
-struct Services {
-    weather: Weather,
-    /// The public server sync and the discovery runner its commands use, when given.
-    sync: Option<(Sync, Option<Arc<dyn DiscoveryRunner>>)>,
+/// The parts built before the API starts, which the executor then runs.
+struct Core {
+    executor: Arc<smol::Executor<'static>>,
+    registry: Arc<Registry>,
+    context: Arc<PollContext>,
 }
 
-/// Runs polling, onboarding, discovery and the optional services on the executor until
-/// shutdown.
+/// The services that run on the executor beside polling.
+struct Services {
+    weather: Option<WeatherService>,
+    /// The public server sync and the discovery runner its commands use, when given.
+    sync: Option<(Sync, Option<Arc<dyn DiscoveryRunner>>)>,
+    /// Thermostats the pollers report offline, for targeted discovery.
+    offline: async_channel::Receiver<ThermostatId>,
+}
+
+/// The shared parts that the API reads.
+struct ApiParts {
+    store: StoreHandle,
+    registry: Arc<Registry>,
+    status: Arc<StatusBoard>,
+    health: Arc<Health>,
+    clock: Arc<dyn Clock>,
+    weather: Arc<WeatherStatus>,
+}
+
+/// Builds the API's state: access rules from `[api]` and the token, the redacted config.
+fn api_state(
+    config: &Config,
+    listener: &TcpListener,
+    parts: ApiParts,
+) -> Result<ApiState, DaemonError> {
+    let bound = listener.local_addr().map_err(|error| {
+        DaemonError::Startup(format!("cannot read the API listener's address: {error}"))
+    })?;
+    let token = config.secrets.api_token.clone();
+    Ok(ApiState {
+        health: parts.health,
+        clock: parts.clock,
+        weather: parts.weather,
+        thresholds: HealthThresholds::for_polling(
+            config.polling.interval,
+            config.polling.request_timeout,
+        ),
+        store: parts.store,
+        registry: parts.registry,
+        status: parts.status,
+        access: AccessPolicy::new(&config.api, bound, token),
+        site_id: config.site.site_id.clone(),
+        site_name: config.site.name.clone(),
+        time_zone: config.site.time_zone.clone(),
+        listen: config.api.listen,
+        config_view: config_json(config),
+        discovery: None,
+        control_deadline: config.polling.request_timeout * 2 + CONTROL_SLACK,
+    })
+}
+
+/// Runs signals, systemd reporting, weather, onboarding, discovery and the sync on the
+/// executor until shutdown.
 fn run_executor(
     config: &Config,
     store: &StoreHandle,
-    health: Arc<Health>,
-    clock: Arc<dyn Clock>,
+    core: Core,
     services: Services,
     shutdown: &Shutdown,
     handle_signals: bool,
 ) -> Result<(), DaemonError> {
-    let Services { weather, sync } = services;
-    let executor = Arc::new(smol::Executor::new());
-    let (offline_sender, offline_receiver) = async_channel::bounded(OFFLINE_REPORTS);
-    let context = Arc::new(PollContext {
-        sink: Arc::new(store.clone()),
-        health,
-        clock: clock.clone(),
-        schedule: schedule_options(config),
-        status: Arc::new(StatusBoard::new()),
-        outside: weather.cell.clone(),
-        shutdown: shutdown.clone(),
-        went_offline: Some(offline_sender),
-    });
-    let registry = Arc::new(Registry::new(
-        Arc::downgrade(&executor),
-        context.clone(),
-        link_options(config),
-    ));
+    let Core {
+        executor,
+        registry,
+        context,
+    } = core;
+    let Services {
+        weather,
+        sync,
+        offline,
+    } = services;
+    let clock = context.clock.clone();
 
     if handle_signals {
         let signals =
@@ -228,7 +321,7 @@ fn run_executor(
     }
 
     start_systemd_tasks(&executor, config, store, &context);
-    if let Some(service) = weather.service {
+    if let Some(service) = weather {
         executor.spawn(service.run(shutdown.clone())).detach();
     }
 
@@ -246,7 +339,7 @@ fn run_executor(
         config: config.discovery.clone(),
         options: config.discovery.options(&config.polling),
         shutdown: shutdown.clone(),
-        offline: offline_receiver,
+        offline,
         progress: None,
         scanning: Arc::default(),
     };

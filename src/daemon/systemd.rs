@@ -188,6 +188,8 @@ mod tests {
             thermostats_known: 3,
             readings_dropped: 0,
             readings_buffered: 0,
+            database_writes: 0,
+            database_write_micros: 0,
         }
     }
 

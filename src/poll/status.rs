@@ -1,9 +1,12 @@
 //! The latest polling status of each thermostat (online, failures in a row, last
-//! success, last error), written by the poll tasks and read by the API and tests.
+//! success, last error) and a histogram of poll durations, written by the poll tasks and
+//! read by the API and tests.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use crate::reading::ThermostatState;
 use crate::thermostat::ThermostatId;
 
 /// Polling status of one thermostat.
@@ -13,15 +16,50 @@ pub struct ThermostatStatus {
     pub consecutive_failures: u32,
     pub polls: u64,
     pub failures: u64,
+    /// Readings that differed from the one before, first readings not counted.
+    pub state_changes: u64,
     /// Times the thermostat went from online to offline.
     pub offline_transitions: u64,
     pub last_success: Option<jiff::Timestamp>,
     pub last_error: Option<String>,
+    /// The newest state read from the device (by a poll or a settings change), and when.
+    /// It can be newer than `current_state` in the database, which is written in batches.
+    pub last_state: Option<(jiff::Timestamp, ThermostatState)>,
+}
+
+/// Upper bounds, in seconds, of the poll duration histogram's buckets. Real units reply
+/// to `/tstat` in about 2.5 s, and one CT80 firmware takes 16 s.
+pub const LATENCY_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
+
+/// Durations of successful polls, request sent to reply parsed, over all thermostats.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    /// Polls at or under each bound of [`LATENCY_BUCKETS`], not cumulative.
+    pub buckets: [u64; LATENCY_BUCKETS.len()],
+    /// Polls above the last bound.
+    pub over: u64,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        match LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            Some(index) => self.buckets[index] += 1,
+            None => self.over += 1,
+        }
+        self.count += 1;
+        self.sum_seconds += seconds;
+    }
 }
 
 /// Status of every polled thermostat.
 #[derive(Debug, Default)]
-pub struct StatusBoard(Mutex<HashMap<ThermostatId, ThermostatStatus>>);
+pub struct StatusBoard {
+    statuses: Mutex<HashMap<ThermostatId, ThermostatStatus>>,
+    latency: Mutex<LatencyHistogram>,
+}
 
 impl StatusBoard {
     pub fn new() -> Self {
@@ -44,6 +82,36 @@ impl StatusBoard {
         all
     }
 
+    /// Returns a copy of the poll duration histogram.
+    pub fn latency(&self) -> LatencyHistogram {
+        self.latency
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn record_latency(&self, duration: Duration) {
+        self.latency
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record(duration);
+    }
+
+    /// Records `state` as read from `id` at `at`, unless a newer state is recorded.
+    pub(crate) fn record_state(
+        &self,
+        id: &ThermostatId,
+        at: jiff::Timestamp,
+        state: ThermostatState,
+    ) {
+        self.update(id, |status| {
+            let newer = status.last_state.is_none_or(|(known, _)| known <= at);
+            if newer {
+                status.last_state = Some((at, state));
+            }
+        });
+    }
+
     pub(crate) fn update(&self, id: &ThermostatId, change: impl FnOnce(&mut ThermostatStatus)) {
         let mut board = self.lock();
         let status = board.entry(id.clone()).or_insert_with(|| ThermostatStatus {
@@ -54,8 +122,25 @@ impl StatusBoard {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ThermostatId, ThermostatStatus>> {
-        self.0
+        self.statuses
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_first_fitting_bucket() {
+        let mut histogram = LatencyHistogram::default();
+        histogram.record(Duration::from_millis(2500));
+        histogram.record(Duration::from_secs(16));
+        histogram.record(Duration::from_secs(45));
+        assert_eq!(histogram.buckets[5], 1);
+        assert_eq!(histogram.buckets[8], 1);
+        assert_eq!(histogram.over, 1);
+        assert_eq!(histogram.count, 3);
     }
 }

@@ -60,7 +60,10 @@ pub async fn poll_thermostat(
         };
 
         let (outcome, error_text) = match result {
-            Ok(reply) => (poller.handle_reply(reply), None),
+            Ok(reply) => {
+                poller.context.status.record_latency(started.elapsed());
+                (poller.handle_reply(reply), None)
+            }
             Err(error) => (
                 poller.handle_failure(&link, &error),
                 Some(error.to_string()),
@@ -107,9 +110,15 @@ impl Poller {
         let change = detect_change(self.baseline.as_ref(), &reply.state);
         if let Some(change) = &change {
             self.log_change(change, &reply.state);
+            if change.change_type != ChangeType::Initial {
+                self.context
+                    .status
+                    .update(&self.id, |status| status.state_changes += 1);
+            }
         }
         self.baseline = Some(merge_known(self.baseline.as_ref(), &reply.state));
 
+        self.context.status.record_state(&self.id, now, reply.state);
         self.context.sink.submit_reading(Reading {
             thermostat_id: self.id.clone(),
             ts: now,

@@ -33,6 +33,7 @@ use crate::health::Health;
 use crate::reading::{PollFailure, Reading};
 use crate::thermostat::{ThermostatId, ThermostatRecord};
 use buffer::Sample;
+pub use queries::{CurrentState, ThermostatOverview};
 
 /// Capacity of the channel between the pollers and the store thread. The thread drains
 /// it into the buffer between statements, so it only has to cover one statement's time
@@ -246,6 +247,10 @@ enum Request {
     LoadThermostats {
         reply: Sender<Result<Vec<ThermostatRecord>, StoreError>>,
     },
+    ThermostatOverviews {
+        id: Option<ThermostatId>,
+        reply: Sender<Result<Vec<ThermostatOverview>, StoreError>>,
+    },
     RecordSettings {
         id: ThermostatId,
         change: SettingsChange,
@@ -449,6 +454,22 @@ impl StoreHandle {
         let (reply, answer) = async_channel::bounded(1);
         self.request(Request::LoadThermostats { reply }, answer)
             .await
+    }
+
+    /// Loads every thermostat with its current state, or only `id` when given.
+    pub async fn thermostat_overviews(
+        &self,
+        id: Option<ThermostatId>,
+    ) -> Result<Vec<ThermostatOverview>, StoreError> {
+        let (reply, answer) = async_channel::bounded(1);
+        self.request(Request::ThermostatOverviews { id, reply }, answer)
+            .await
+    }
+
+    /// Returns the samples waiting in the channel to the store thread and the requests
+    /// waiting for it, for metrics.
+    pub fn queue_depths(&self) -> (usize, usize) {
+        (self.samples.len(), self.requests.len())
     }
 
     /// Waits until the store has connected and applied the migrations, or `timeout`

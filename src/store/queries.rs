@@ -420,3 +420,87 @@ pub fn record_settings(
         .map_err(|error| StoreError::Query(format!("recording the settings of {id}: {error}")))?;
     Ok(())
 }
+
+/// The newest stored state of a thermostat, from `current_state`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrentState {
+    pub ts: Timestamp,
+    pub state: crate::reading::ThermostatState,
+    pub local_temp: Option<f64>,
+}
+
+/// A thermostat row with its current state, as the local API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThermostatOverview {
+    pub record: ThermostatRecord,
+    /// `None` until the first reading is written.
+    pub current: Option<CurrentState>,
+}
+
+/// Loads every thermostat, active or not, with its current state, ordered by id; only
+/// `id` when it is given. A row that cannot be parsed is logged and left out.
+pub fn thermostat_overviews(
+    client: &mut Client,
+    id: Option<&ThermostatId>,
+) -> Result<Vec<ThermostatOverview>, StoreError> {
+    let columns = THERMOSTAT_COLUMNS
+        .split(", ")
+        .map(|column| format!("t.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {columns}, c.ts, c.temp, c.t_heat, c.t_cool, c.local_temp, c.tmode, c.fmode,
+                c.tstate, c.fstate, c.hold, c.override
+         FROM thermostats t LEFT JOIN current_state c USING (thermostat_id)
+         WHERE $1::text IS NULL OR t.thermostat_id = $1
+         ORDER BY t.thermostat_id"
+    );
+    let id_text = id.map(ThermostatId::as_str);
+    let rows = client.query(&sql, &[&id_text]).map_err(|error| {
+        StoreError::from_postgres("loading thermostats with their state", &error)
+    })?;
+
+    let mut overviews = Vec::with_capacity(rows.len());
+    for row in &rows {
+        match overview_from_row(row) {
+            Ok(overview) => overviews.push(overview),
+            Err(error) => log::warn!("skipping a stored thermostat: {error}"),
+        }
+    }
+    Ok(overviews)
+}
+
+fn overview_from_row(row: &Row) -> Result<ThermostatOverview, StoreError> {
+    use crate::reading::{Fmode, ThermostatState};
+
+    let record = thermostat_from_row(row)?;
+    let ts: Option<SystemTime> = row.get(12);
+    let Some(ts) = ts else {
+        return Ok(ThermostatOverview {
+            record,
+            current: None,
+        });
+    };
+
+    let code = |index: usize| row.get::<_, Option<i16>>(index).map(i64::from);
+    let state = ThermostatState {
+        temp: row.get(13),
+        t_heat: row.get(14),
+        t_cool: row.get(15),
+        tmode: code(17).and_then(Tmode::from_code),
+        fmode: code(18).and_then(Fmode::from_code),
+        tstate: code(19).and_then(Tstate::from_code),
+        fstate: row.get(20),
+        hold: row.get(21),
+        override_active: row.get(22),
+    };
+    let current = CurrentState {
+        ts: from_sql_time(ts)?,
+        state,
+        local_temp: row.get(16),
+    };
+    Ok(ThermostatOverview {
+        record,
+        current: Some(current),
+    })
+}

@@ -270,6 +270,12 @@ impl Worker {
                     self.with_client("loading thermostats", queries::load_active_thermostats);
                 let _ = reply.try_send(result);
             }
+            Request::ThermostatOverviews { id, reply } => {
+                let result = self.with_client("loading thermostats with their state", |client| {
+                    queries::thermostat_overviews(client, id.as_ref())
+                });
+                let _ = reply.try_send(result);
+            }
             Request::WaitUntilMigrated { deadline, reply } => {
                 if self.migrated {
                     let _ = reply.try_send(Ok(()));
@@ -566,6 +572,8 @@ impl Worker {
         self.failures_written += outcome.failures_inserted;
         self.health
             .record_database_write(self.clock.now().as_second());
+        self.health
+            .record_database_write_duration(started.elapsed());
         self.health.set_readings_buffered(self.buffer.len() as u64);
         if !outcome.unknown_thermostats.is_empty() {
             log::error!(

@@ -1,0 +1,322 @@
+//! `GET /metrics` in the Prometheus text exposition format (version 0.0.4): polls and
+//! failures per thermostat, the poll duration histogram, store queue depths, buffered and
+//! dropped readings, database write time, and build info. Rendering is pure.
+
+use std::fmt::Write;
+
+use super::ApiState;
+use super::reply::{PROMETHEUS_TEXT, Reply};
+use crate::health::HealthSnapshot;
+use crate::poll::ThermostatStatus;
+use crate::poll::status::{LATENCY_BUCKETS, LatencyHistogram};
+use crate::thermostat::ThermostatId;
+
+/// Everything one scrape shows.
+#[derive(Debug, Clone)]
+pub struct MetricsInput {
+    pub version: &'static str,
+    /// Unix seconds.
+    pub now: i64,
+    pub health: HealthSnapshot,
+    pub statuses: Vec<(ThermostatId, ThermostatStatus)>,
+    pub latency: LatencyHistogram,
+    /// Readings and failures waiting in the channel to the store thread.
+    pub sample_queue: usize,
+    /// Requests waiting for the store thread.
+    pub request_queue: usize,
+}
+
+pub fn metrics(state: &ApiState) -> Reply {
+    let (sample_queue, request_queue) = state.store.queue_depths();
+    let input = MetricsInput {
+        version: env!("CARGO_PKG_VERSION"),
+        now: state.clock.now().as_second(),
+        health: state.health.snapshot(),
+        statuses: state.status.all(),
+        latency: state.status.latency(),
+        sample_queue,
+        request_queue,
+    };
+    Reply {
+        status: 200,
+        content_type: PROMETHEUS_TEXT,
+        body: render(&input),
+        headers: Vec::new(),
+    }
+}
+
+/// Renders the metrics. Timestamps of events that never happened are left out.
+pub fn render(input: &MetricsInput) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "thermostat_build_info",
+        "gauge",
+        "Version of the running daemon.",
+    );
+    let build = format!(
+        "thermostat_build_info{{version=\"{}\"}}",
+        escape(input.version)
+    );
+    sample(&mut out, &build, 1);
+
+    per_thermostat(&mut out, input, PER_THERMOSTAT_POLLS);
+    per_thermostat(&mut out, input, PER_THERMOSTAT_FAILURES);
+    per_thermostat(&mut out, input, PER_THERMOSTAT_ONLINE);
+    histogram(&mut out, &input.latency);
+
+    for (name, kind, help, value) in unlabelled(input) {
+        family(&mut out, name, kind, help);
+        sample(&mut out, name, value);
+    }
+    out
+}
+
+/// Name, type, help text and value of each metric without labels.
+fn unlabelled(input: &MetricsInput) -> Vec<(&'static str, &'static str, &'static str, String)> {
+    let health = &input.health;
+    let write_seconds = health.database_write_micros as f64 / 1e6;
+    let mut metrics = vec![
+        (
+            "thermostat_uptime_seconds",
+            "gauge",
+            "Seconds since the daemon started.",
+            (input.now - health.started_at).to_string(),
+        ),
+        (
+            "thermostat_store_sample_queue_depth",
+            "gauge",
+            "Readings and failures waiting in the channel to the store thread.",
+            input.sample_queue.to_string(),
+        ),
+        (
+            "thermostat_store_request_queue_depth",
+            "gauge",
+            "Requests waiting for the store thread.",
+            input.request_queue.to_string(),
+        ),
+        (
+            "thermostat_readings_buffered",
+            "gauge",
+            "Readings and failures buffered in memory, not yet written.",
+            health.readings_buffered.to_string(),
+        ),
+        (
+            "thermostat_readings_dropped_total",
+            "counter",
+            "Readings and failures dropped because the buffer was full.",
+            health.readings_dropped.to_string(),
+        ),
+        (
+            "thermostat_database_connected",
+            "gauge",
+            "1 while the store is connected to PostgreSQL.",
+            u8::from(health.database_connected).to_string(),
+        ),
+        (
+            "thermostat_database_writes_total",
+            "counter",
+            "Batch transactions written.",
+            health.database_writes.to_string(),
+        ),
+        (
+            "thermostat_database_write_seconds_total",
+            "counter",
+            "Time spent writing batches.",
+            format!("{write_seconds:.6}"),
+        ),
+    ];
+    if health.last_database_write > 0 {
+        metrics.push((
+            "thermostat_database_last_write_timestamp_seconds",
+            "gauge",
+            "Unix time of the last batch write.",
+            health.last_database_write.to_string(),
+        ));
+    }
+    if health.last_poll_success > 0 {
+        metrics.push((
+            "thermostat_last_poll_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful poll of any thermostat.",
+            health.last_poll_success.to_string(),
+        ));
+    }
+    metrics
+}
+
+/// A metric with one series per thermostat: name, type, help text and value.
+type PerThermostat = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ThermostatStatus) -> u64,
+);
+
+const PER_THERMOSTAT_POLLS: PerThermostat = (
+    "thermostat_polls_total",
+    "counter",
+    "Polls since start, failed ones included.",
+    |status| status.polls,
+);
+const PER_THERMOSTAT_FAILURES: PerThermostat = (
+    "thermostat_poll_failures_total",
+    "counter",
+    "Failed polls since start.",
+    |status| status.failures,
+);
+const PER_THERMOSTAT_ONLINE: PerThermostat = (
+    "thermostat_online",
+    "gauge",
+    "1 while the thermostat answers polls, 0 once it counts as offline.",
+    |status| u64::from(status.online),
+);
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, series: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{series} {value}");
+}
+
+fn per_thermostat(out: &mut String, input: &MetricsInput, metric: PerThermostat) {
+    let (name, kind, help, value) = metric;
+    family(out, name, kind, help);
+    for (id, status) in &input.statuses {
+        let series = format!("{name}{{thermostat_id=\"{}\"}}", escape(id.as_str()));
+        sample(out, &series, value(status));
+    }
+}
+
+fn histogram(out: &mut String, latency: &LatencyHistogram) {
+    let name = "thermostat_poll_duration_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "Duration of successful polls, request to parsed reply.",
+    );
+    let mut cumulative = 0;
+    for (bound, count) in LATENCY_BUCKETS.iter().zip(latency.buckets) {
+        cumulative += count;
+        sample(out, &format!("{name}_bucket{{le=\"{bound}\"}}"), cumulative);
+    }
+    sample(out, &format!("{name}_bucket{{le=\"+Inf\"}}"), latency.count);
+    sample(
+        out,
+        &format!("{name}_sum"),
+        format!("{:.6}", latency.sum_seconds),
+    );
+    sample(out, &format!("{name}_count"), latency.count);
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn input() -> MetricsInput {
+        let mut latency = LatencyHistogram::default();
+        latency.record(Duration::from_millis(80));
+        latency.record(Duration::from_millis(2400));
+        let status = ThermostatStatus {
+            online: true,
+            polls: 12,
+            failures: 2,
+            ..ThermostatStatus::default()
+        };
+        let id = ThermostatId::parse("5cdad4000001").expect("id");
+        MetricsInput {
+            version: "0.1.0",
+            now: 1_000_100,
+            health: HealthSnapshot {
+                database_connected: true,
+                last_database_write: 1_000_099,
+                last_poll_success: 1_000_098,
+                poll_heartbeat: 1_000_098,
+                store_heartbeat: 1_000_099,
+                started_at: 1_000_000,
+                thermostats_known: 1,
+                readings_dropped: 0,
+                readings_buffered: 3,
+                database_writes: 40,
+                database_write_micros: 120_000,
+            },
+            statuses: vec![(id, status)],
+            latency,
+            sample_queue: 0,
+            request_queue: 0,
+        }
+    }
+
+    fn value_of(text: &str, series: &str) -> Option<String> {
+        text.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')
+                .map(str::to_string)
+        })
+    }
+
+    #[test]
+    fn every_sample_line_is_name_and_number() {
+        let text = render(&input());
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').expect("series and value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn per_thermostat_counters_labelled() {
+        let text = render(&input());
+        let failures = value_of(
+            &text,
+            r#"thermostat_poll_failures_total{thermostat_id="5cdad4000001"}"#,
+        );
+        assert_eq!(failures.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn histogram_buckets_cumulative() {
+        let text = render(&input());
+        assert_eq!(
+            value_of(
+                &text,
+                r#"thermostat_poll_duration_seconds_bucket{le="0.1"}"#
+            )
+            .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                r#"thermostat_poll_duration_seconds_bucket{le="2.5"}"#
+            )
+            .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                r#"thermostat_poll_duration_seconds_bucket{le="+Inf"}"#
+            )
+            .as_deref(),
+            Some("2")
+        );
+    }
+
+    #[test]
+    fn label_values_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
