@@ -490,9 +490,15 @@ fn site_system_and_discovery_routes() {
     let health = daemon.get("/api/system/health");
     assert_eq!(health.status, 200, "{}", health.body);
 
+    let bad_scan = send(
+        daemon.api,
+        &Call::post("/api/discovery/scan", r#"{"methods":["smoke"]}"#),
+    );
+    assert_eq!(bad_scan.status, 400, "{}", bad_scan.body);
+    assert!(bad_scan.error().contains("smoke"), "{}", bad_scan.body);
     let scan = send(daemon.api, &Call::post("/api/discovery/scan", ""));
-    assert_eq!(scan.status, 503);
-    assert!(scan.error().contains("discovery"), "{}", scan.body);
+    assert_eq!(scan.status, 202, "{}", scan.body);
+    assert_eq!(scan.json()["status"], "started");
     daemon.stop();
 }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_channel::Receiver;
 use futures_lite::future;
 
+use crate::api::DiscoveryHook;
 use crate::config::DiscoveryConfig;
 use crate::device::DeviceLink;
 use crate::discovery::run::discover;
@@ -23,7 +24,7 @@ use crate::discovery::{
 use crate::poll::Registry;
 use crate::shutdown::Shutdown;
 use crate::store::StoreHandle;
-use crate::sync::command::DiscoveryRequest;
+use crate::sync::command::{DiscoveryRequest, parse_discovery};
 use crate::sync::{DiscoveryRunner, ProgressFn};
 use crate::thermostat::ThermostatId;
 
@@ -361,5 +362,45 @@ fn describe_found(device: &Discovered) -> serde_json::Value {
         "model": device.identity.model,
         "fw_version": device.identity.sys.fw_version,
         "discovery_method": device.method.name(),
+    })
+}
+
+/// Returns the hook behind `POST /api/discovery/scan`: it checks the body (the
+/// `discover_devices` parameters), starts the scan on a thread of its own and answers
+/// 202 at once, because a TCP scan can take minutes. One scan runs at a time.
+pub(super) fn api_scan_hook(runner: Arc<CommandDiscovery>) -> DiscoveryHook {
+    let running = Arc::new(AtomicBool::new(false));
+    Arc::new(move |body: &serde_json::Value| {
+        let request = match parse_discovery(body) {
+            Ok(request) => request,
+            Err(error) => return (400, serde_json::json!({ "error": error })),
+        };
+        if running.swap(true, Ordering::SeqCst) {
+            let error = "a discovery scan is already running; try again when it has finished";
+            return (409, serde_json::json!({ "error": error }));
+        }
+
+        let (runner, running_flag) = (runner.clone(), running.clone());
+        let spawned = std::thread::Builder::new()
+            .name("discovery-scan".into())
+            .spawn(move || {
+                let result = async_io::block_on(runner.discover(request, Box::new(|_| {})));
+                match result {
+                    Ok(found) => log::info!(
+                        "discovery scan from the local API found {} thermostat(s)",
+                        found["devices"].as_array().map_or(0, Vec::len)
+                    ),
+                    Err(error) => log::warn!("discovery scan from the local API failed: {error}"),
+                }
+                running_flag.store(false, Ordering::SeqCst);
+            });
+        match spawned {
+            Ok(_) => (202, serde_json::json!({ "status": "started" })),
+            Err(error) => {
+                running.store(false, Ordering::SeqCst);
+                let message = format!("cannot start the discovery scan: {error}");
+                (503, serde_json::json!({ "error": message }))
+            }
+        }
     })
 }

@@ -19,7 +19,7 @@ use crate::api::access::AccessPolicy;
 use crate::api::health::HealthThresholds;
 use crate::api::monitor::{self, MonitorContext};
 use crate::api::views::config_json;
-use crate::api::{ApiServer, ApiState};
+use crate::api::{ApiServer, ApiState, DiscoveryHook};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::device::LinkOptions;
@@ -30,7 +30,6 @@ use crate::reading::{PollFailure, Reading};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreHandle, StoreOptions};
 use crate::sync::{DiscoveryRunner, Sync, SyncOptions};
-use crate::thermostat::ThermostatId;
 use crate::weather::{Weather, WeatherService, WeatherStatus};
 
 /// Maximum time the store gets at shutdown to write what is buffered.
@@ -144,6 +143,22 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         link_options(config),
     ));
 
+    let discovery = discover::DiscoveryService {
+        store: store.handle(),
+        registry: registry.clone(),
+        config: config.discovery.clone(),
+        options: config.discovery.options(&config.polling),
+        shutdown: shutdown.clone(),
+        offline: offline_receiver,
+        progress: None,
+        scanning: Arc::default(),
+    };
+    // The public server's discover_devices command and the local API's scan run the
+    // same discovery as the daemon.
+    let command_discovery = Arc::new(discover::CommandDiscovery {
+        service: discovery.clone(),
+    });
+
     let monitors = MonitorContext {
         health: health.clone(),
         status: status.clone(),
@@ -163,6 +178,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         health: health.clone(),
         clock: clock.clone(),
         weather: weather.status.clone(),
+        discovery: discover::api_scan_hook(command_discovery.clone()),
     };
     let api = api_state(config, &listener, parts).and_then(|state| {
         ApiServer::start(listener, Arc::new(state), API_WORKERS, shutdown.clone())
@@ -184,7 +200,8 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
     let services = Services {
         weather: weather.service,
         sync: sync.map(|sync| (sync, options.discovery)),
-        offline: offline_receiver,
+        discovery,
+        command_discovery,
     };
     let result = run_executor(
         config,
@@ -241,8 +258,10 @@ struct Services {
     weather: Option<WeatherService>,
     /// The public server sync and the discovery runner its commands use, when given.
     sync: Option<(Sync, Option<Arc<dyn DiscoveryRunner>>)>,
-    /// Thermostats the pollers report offline, for targeted discovery.
-    offline: async_channel::Receiver<ThermostatId>,
+    /// The daemon's discovery: start-up, periodic and targeted runs.
+    discovery: discover::DiscoveryService,
+    /// The same discovery for commands that ask for it.
+    command_discovery: Arc<discover::CommandDiscovery>,
 }
 
 /// The shared parts that the API reads.
@@ -253,6 +272,7 @@ struct ApiParts {
     health: Arc<Health>,
     clock: Arc<dyn Clock>,
     weather: Arc<WeatherStatus>,
+    discovery: DiscoveryHook,
 }
 
 /// Builds the API's state: access rules from `[api]` and the token, the redacted config.
@@ -282,7 +302,7 @@ fn api_state(
         time_zone: config.site.time_zone.clone(),
         listen: config.api.listen,
         config_view: config_json(config),
-        discovery: None,
+        discovery: Some(parts.discovery),
         control_deadline: config.polling.request_timeout * 2 + CONTROL_SLACK,
     })
 }
@@ -305,7 +325,8 @@ fn run_executor(
     let Services {
         weather,
         sync,
-        offline,
+        discovery,
+        command_discovery,
     } = services;
     let clock = context.clock.clone();
 
@@ -333,22 +354,6 @@ fn run_executor(
         link_options(config),
         shutdown.clone(),
     );
-    let discovery = discover::DiscoveryService {
-        store: store.clone(),
-        registry: registry.clone(),
-        config: config.discovery.clone(),
-        options: config.discovery.options(&config.polling),
-        shutdown: shutdown.clone(),
-        offline,
-        progress: None,
-        scanning: Arc::default(),
-    };
-    // The public server's discover_devices command runs the same discovery, unless the
-    // caller brought its own runner.
-    let command_discovery: Arc<dyn DiscoveryRunner> = Arc::new(discover::CommandDiscovery {
-        service: discovery.clone(),
-    });
-
     // Discovery starts once the stored thermostats are polled, so that its checks of
     // their addresses go through their links.
     executor

@@ -167,7 +167,7 @@ fn parse_away_temp(params: &Value) -> Result<f64, String> {
     Ok(round_setpoint(number))
 }
 
-fn parse_discovery(params: &Value) -> Result<DiscoveryRequest, String> {
+pub(crate) fn parse_discovery(params: &Value) -> Result<DiscoveryRequest, String> {
     let object = match params {
         Value::Null => return Ok(default_discovery()),
         Value::Object(object) => object,
