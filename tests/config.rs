@@ -1270,3 +1270,50 @@ fn template_sets_discovery_defaults() {
         thermostat_server::config::DiscoveryConfig::default()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Defaults for new thermostats
+
+#[test]
+fn defaults_absent_change_nothing() {
+    let loaded = accept(&minimal());
+    assert!(loaded.config.defaults.is_empty());
+}
+
+#[test]
+fn defaults_parsed_and_rounded() {
+    let text = config_with(
+        "defaults",
+        "tmode = 1\nt_heat = 68.3\nfmode = 0\nhold = true",
+    );
+    let defaults = accept(&text).config.defaults;
+    assert_eq!(
+        defaults.tmode,
+        Some(thermostat_server::reading::Tmode::Heat)
+    );
+    assert_eq!(defaults.t_heat, Some(68.5));
+    assert_eq!(defaults.t_cool, None);
+    assert_eq!(
+        defaults.fmode,
+        Some(thermostat_server::reading::Fmode::Auto)
+    );
+    assert_eq!(defaults.hold, Some(true));
+}
+
+#[test]
+fn defaults_invalid_values_reported_by_key() {
+    let text = config_with(
+        "defaults",
+        "tmode = 7\nt_heat = 200\nhold = \"yes\"\nspeed = 3",
+    );
+    let errors = reject(&text);
+    let keys: Vec<&str> = errors
+        .problems
+        .iter()
+        .map(|problem| problem.key.as_str())
+        .collect();
+    assert!(keys.contains(&"defaults.tmode"), "{keys:?}");
+    assert!(keys.contains(&"defaults.t_heat"), "{keys:?}");
+    assert!(keys.contains(&"defaults.hold"), "{keys:?}");
+    assert!(keys.contains(&"defaults.speed"), "{keys:?}");
+}

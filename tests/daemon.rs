@@ -10,6 +10,8 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use thermostat_server::config::Config;
+use thermostat_server::control::SettingsChange;
+use thermostat_server::reading::Tmode;
 use thermostat_server::simulator::{self, Fault, Fleet, FleetOptions, Reply, ScriptedReply};
 use thermostat_server::thermostat::DeviceAddress;
 
@@ -234,4 +236,44 @@ fn unknown_api_route_is_json_404() {
     assert_eq!(status, 404);
     assert!(body.contains(r#""error""#), "{body}");
     daemon.stop();
+}
+
+#[test]
+fn new_thermostat_gets_configured_defaults() {
+    let url = support::fresh_database_url("daemon_defaults");
+    let fleet = Fleet::start(FleetOptions {
+        count: 1,
+        models: vec![simulator::ModelProfile::Ct50],
+        ..FleetOptions::default()
+    })
+    .expect("fleet starts");
+    let device = &fleet.devices()[0];
+    device
+        .handle()
+        .apply_tstat_post(r#"{"tmode":2,"t_cool":78}"#)
+        .expect("simulator starts in cool");
+    let mut config = test_config(&url, &fleet);
+    config.defaults = SettingsChange {
+        tmode: Some(Tmode::Heat),
+        t_heat: Some(66.0),
+        hold: Some(true),
+        ..SettingsChange::default()
+    };
+    let daemon = RunningDaemon::start(config);
+    let mut db = connect(&url);
+
+    let source_sql =
+        "SELECT count(*) FROM device_config WHERE thermostat_id = $1 AND source = 'defaults'";
+    wait_for(
+        Duration::from_secs(20),
+        "the defaults in device_config",
+        || count_so_far(&mut db, source_sql, device.uuid()) == 1,
+    );
+    daemon.stop();
+
+    let snapshot = device.handle().snapshot();
+    assert_eq!(snapshot.mode, simulator::Mode::Heat);
+    assert_eq!(snapshot.heat_target, 66.0);
+    assert!(snapshot.hold);
+    assert_eq!(device.handle().stats().forbidden_writes, 0);
 }

@@ -7,6 +7,7 @@
 //! `board/config.template.toml` documents every key.
 
 mod check;
+mod defaults;
 mod discovery;
 mod fields;
 mod secrets;
@@ -42,6 +43,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub log: LogConfig,
     pub weather: WeatherConfig,
+    /// Settings applied once to each newly registered thermostat; empty by default.
+    pub defaults: crate::control::SettingsChange,
     /// The `[public_server]` section; `None` (no section) turns the sync off.
     pub public_server: Option<PublicServerConfig>,
     pub secrets: Secrets,
@@ -68,6 +71,7 @@ impl Config {
             api: ApiConfig::default(),
             log: LogConfig::default(),
             weather: WeatherConfig::default(),
+            defaults: crate::control::SettingsChange::default(),
             public_server: None,
             secrets: Secrets::default(),
         }

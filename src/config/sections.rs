@@ -8,6 +8,7 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use toml::Table;
 
+use super::defaults::{DEFAULTS_KEYS, read_defaults};
 use super::fields::{Field, Section, closest, quote, report_unknown_sections};
 use super::secrets::{self, Findings, Secrets};
 use super::weather::{WEATHER_KEYS, check_weather_key, read_weather};
@@ -61,6 +62,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
     ("api", API_KEYS),
     ("log", LOG_KEYS),
     ("weather", WEATHER_KEYS),
+    ("defaults", DEFAULTS_KEYS),
     ("public_server", PUBLIC_SERVER_KEYS),
     ("secrets", SECRETS_KEYS),
 ];
@@ -149,6 +151,7 @@ fn read_config(
     let api = read_api(root, report);
     let log = read_log(root, report);
     let weather = read_weather(root, &mut report.problems, SECTIONS);
+    let defaults = read_defaults(root, &mut report.problems, SECTIONS);
     let public_server = read_public_server(root, base, report);
     let secrets = read_secrets(root, env, base, report);
 
@@ -166,6 +169,7 @@ fn read_config(
         api,
         log,
         weather,
+        defaults,
         public_server,
         secrets,
     }

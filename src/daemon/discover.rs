@@ -12,7 +12,8 @@ use futures_lite::future;
 
 use crate::api::DiscoveryHook;
 use crate::config::DiscoveryConfig;
-use crate::device::DeviceLink;
+use crate::control::{SettingsChange, apply_change};
+use crate::device::{DeviceLink, ModelProfile};
 use crate::discovery::run::discover;
 use crate::discovery::run::{database_phase, udp_phase};
 use crate::discovery::setup::{ClockOutcome, sync_clock};
@@ -42,6 +43,8 @@ pub(super) struct DiscoveryService {
     pub progress: Option<ProgressCallback>,
     /// True while a TCP scan runs, so that a second one does not start beside it.
     pub scanning: Arc<AtomicBool>,
+    /// The `[defaults]` settings for newly registered thermostats.
+    pub defaults: SettingsChange,
 }
 
 /// Progress of one TCP scan across batches.
@@ -242,14 +245,25 @@ impl DiscoveryService {
             let link = self
                 .registry
                 .ensure_polling(&stored.id, device.address, link);
-            if is_new && self.config.sync_clock {
-                new_links.push((stored.id, link));
+            if is_new {
+                new_links.push((stored.id, link, stored.model));
             }
         }
 
-        // Each clock sync takes three or more requests, so the units are set in parallel.
-        let syncs = new_links.iter().map(|(id, link)| self.sync_clock(id, link));
-        join_all(syncs).await;
+        // Each setup takes three or more requests, so the units are set up in parallel.
+        let setups = new_links
+            .iter()
+            .map(|(id, link, model)| self.set_up(id, link, model));
+        join_all(setups).await;
+    }
+
+    /// Sets the clock (when configured) and the configured defaults of a newly
+    /// registered thermostat.
+    async fn set_up(&self, id: &ThermostatId, link: &DeviceLink, model: &str) {
+        if self.config.sync_clock {
+            self.sync_clock(id, link).await;
+        }
+        apply_defaults(id, link, model, &self.defaults, &self.store, &self.shutdown).await;
     }
 
     /// Sets the clock of a newly registered thermostat, through its polling link.
@@ -403,4 +417,39 @@ pub(super) fn api_scan_hook(runner: Arc<CommandDiscovery>) -> DiscoveryHook {
             }
         }
     })
+}
+
+/// Applies the configured `[defaults]` to a newly registered thermostat through the
+/// control path and records them in `device_config`. Does nothing without defaults.
+pub(super) async fn apply_defaults(
+    id: &ThermostatId,
+    link: &DeviceLink,
+    model: &str,
+    defaults: &SettingsChange,
+    store: &StoreHandle,
+    shutdown: &Shutdown,
+) {
+    if defaults.is_empty() {
+        return;
+    }
+    let profile = ModelProfile::from_model(model);
+    match shutdown
+        .or_stop(apply_change(link, profile, defaults))
+        .await
+    {
+        None => {}
+        Some(Ok(_)) => {
+            log::info!(
+                "thermostat {id}: configured defaults applied ({})",
+                defaults.describe()
+            );
+            if let Err(error) = store
+                .record_settings(id.clone(), *defaults, "defaults")
+                .await
+            {
+                log::warn!("thermostat {id}: defaults applied but not recorded: {error}");
+            }
+        }
+        Some(Err(error)) => log::warn!("thermostat {id}: configured defaults not applied: {error}"),
+    }
 }

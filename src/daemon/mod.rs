@@ -152,6 +152,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         offline: offline_receiver,
         progress: None,
         scanning: Arc::default(),
+        defaults: config.defaults,
     };
     // The public server's discover_devices command and the local API's scan run the
     // same discovery as the daemon.
@@ -352,6 +353,7 @@ fn run_executor(
         registry.clone(),
         addresses,
         link_options(config),
+        config.defaults,
         shutdown.clone(),
     );
     // Discovery starts once the stored thermostats are polled, so that its checks of

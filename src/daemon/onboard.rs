@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::discover::apply_defaults;
+use crate::control::SettingsChange;
 use crate::device::{DeviceIdentity, DeviceLink, LinkOptions};
 use crate::poll::Registry;
 use crate::shutdown::Shutdown;
@@ -24,6 +26,7 @@ pub async fn start_polling(
     registry: Arc<Registry>,
     addresses: Vec<DeviceAddress>,
     link_options: LinkOptions,
+    defaults: SettingsChange,
     shutdown: Shutdown,
 ) {
     let Some(known) = load_known(&store, &shutdown).await else {
@@ -43,6 +46,7 @@ pub async fn start_polling(
             store.clone(),
             registry.clone(),
             link_options,
+            defaults,
             shutdown.clone(),
         );
         registry.spawn(task);
@@ -80,6 +84,7 @@ async fn onboard_address(
     store: StoreHandle,
     registry: Arc<Registry>,
     link_options: LinkOptions,
+    defaults: SettingsChange,
     shutdown: Shutdown,
 ) {
     let link = Arc::new(DeviceLink::new(address, link_options));
@@ -99,7 +104,13 @@ async fn onboard_address(
                             stored.model,
                             stored.name
                         );
-                        registry.ensure_polling(&stored.id, address, Some(link));
+                        let is_new = registry.link(&stored.id).is_none();
+                        let link = registry.ensure_polling(&stored.id, address, Some(link));
+                        if is_new {
+                            let model = stored.model.as_str();
+                            apply_defaults(&stored.id, &link, model, &defaults, &store, &shutdown)
+                                .await;
+                        }
                         return;
                     }
                     Err(error) => {
