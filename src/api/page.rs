@@ -103,18 +103,14 @@ pub fn status_page(state: &ApiState) -> Reply {
                 .clone()
                 .unwrap_or_else(|| "thermostats answering".to_string()),
         },
-        // NOTE: the public server link and the weather feed are not part of this build
-        // yet; their lines show "not configured" until those modules report here.
+        // NOTE: the public server sync does not report its state to the API yet, so
+        // its line shows "not reported".
         ComponentLine {
             name: "Public server link",
             ok: None,
-            detail: "not configured".to_string(),
+            detail: "not reported".to_string(),
         },
-        ComponentLine {
-            name: "Weather feed",
-            ok: None,
-            detail: "not configured".to_string(),
-        },
+        weather_line(&state.weather.report(state.clock.now())),
     ];
 
     let input = PageInput {
@@ -266,9 +262,72 @@ pub fn escape(text: &str) -> String {
     escaped
 }
 
+/// Describes the weather feed: off with its reason, or the latest value with its source
+/// and age, healthy while that value is current.
+fn weather_line(report: &crate::weather::WeatherReport) -> ComponentLine {
+    if !report.enabled {
+        let reason = report
+            .off_reason
+            .clone()
+            .unwrap_or_else(|| "not configured".to_string());
+        return ComponentLine {
+            name: "Weather feed",
+            ok: None,
+            detail: format!("off: {reason}"),
+        };
+    }
+    let detail = match (report.temperature_f, report.source, report.age_seconds) {
+        (Some(temperature), Some(source), Some(age)) => {
+            format!(
+                "{temperature:.1} °F outside ({source}, {} min old)",
+                age / 60
+            )
+        }
+        _ => "no value yet".to_string(),
+    };
+    ComponentLine {
+        name: "Weather feed",
+        ok: Some(report.current),
+        detail,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn weather_report(enabled: bool, current: bool) -> crate::weather::WeatherReport {
+        crate::weather::WeatherReport {
+            enabled,
+            off_reason: (!enabled).then(|| "no THERMOSTAT_WEATHER_API_KEY".to_string()),
+            temperature_f: enabled.then_some(41.5),
+            source: enabled.then_some("live"),
+            obtained_at: None,
+            age_seconds: enabled.then_some(300),
+            current,
+            max_age_seconds: 1800,
+            error_count: 0,
+            failed_refreshes_in_a_row: 0,
+            last_error: None,
+            last_error_at: None,
+            last_success_at: None,
+        }
+    }
+
+    #[test]
+    fn weather_line_off_names_reason() {
+        let line = weather_line(&weather_report(false, false));
+        assert_eq!(line.ok, None);
+        assert_eq!(line.detail, "off: no THERMOSTAT_WEATHER_API_KEY");
+    }
+
+    #[test]
+    fn weather_line_shows_value_and_staleness() {
+        let current = weather_line(&weather_report(true, true));
+        assert_eq!(current.ok, Some(true));
+        assert_eq!(current.detail, "41.5 °F outside (live, 5 min old)");
+        assert_eq!(weather_line(&weather_report(true, false)).ok, Some(false));
+    }
 
     fn input() -> PageInput {
         PageInput {
