@@ -380,7 +380,7 @@ fn describe_found(device: &Discovered) -> serde_json::Value {
 }
 
 /// Returns the hook behind `POST /api/discovery/scan`: it checks the body (the
-/// `discover_devices` parameters), starts the scan on a thread of its own and answers
+/// `discover_devices` parameters), starts the scan on a thread of its own and returns
 /// 202 at once, because a TCP scan can take minutes. One scan runs at a time.
 pub(super) fn api_scan_hook(runner: Arc<CommandDiscovery>) -> DiscoveryHook {
     let running = Arc::new(AtomicBool::new(false));
