@@ -1,5 +1,5 @@
 //! The health verdict behind `GET /api/system/health`: healthy while the database takes
-//! writes and thermostats answer polls. Pure: the caller passes the time.
+//! writes and thermostats reply to polls. Pure: the caller passes the time.
 
 use std::time::Duration;
 
@@ -7,12 +7,12 @@ use serde::Serialize;
 
 use crate::health::HealthSnapshot;
 
-/// How old a fact may be before it counts as a failure.
+/// The maximum ages of health facts before they count as failures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthThresholds {
-    /// Longest time without a single successful poll while thermostats are known.
+    /// Maximum time without a single successful poll while thermostats are known.
     pub poll_stale: Duration,
-    /// Longest time without a database write while readings wait in the buffer.
+    /// Maximum time without a database write while readings wait in the buffer.
     pub write_stale: Duration,
     /// Time after start during which missing polls or writes are not failures yet.
     pub startup_grace: Duration,

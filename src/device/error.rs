@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use super::tstat::ParseError;
 
-/// Why a request to a thermostat produced no usable answer.
+/// An error that left a request to a thermostat without a usable reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeviceError {
     /// The TCP connection could not be opened (refused, unreachable).
     Connect(String),
-    /// No complete answer arrived before the deadline.
+    /// No complete reply arrived before the deadline.
     Timeout(Duration),
     /// The device answered with a status other than 200.
     Status(u16),

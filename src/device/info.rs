@@ -1,4 +1,4 @@
-//! Identity answers: `GET /sys` (uuid and versions), `GET /sys/name` and
+//! Identity replies: `GET /sys` (uuid and versions), `GET /sys/name` and
 //! `GET /tstat/model`, and the capability profile derived from the model string.
 
 use serde::Deserialize;
@@ -6,10 +6,10 @@ use serde::Deserialize;
 use super::tstat::{ParseError, parse_object};
 use crate::thermostat::ThermostatId;
 
-/// Longest name or model string kept; longer ones are cut.
+/// Maximum length of a kept name or model string; longer ones are cut.
 const MAX_TEXT_CHARS: usize = 64;
 
-/// The answer to `GET /sys`.
+/// The reply to `GET /sys`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SysInfo {
     pub uuid: ThermostatId,
@@ -88,7 +88,7 @@ fn text_value(value: &serde_json::Value) -> Option<String> {
     Some(cleaned.trim().to_string())
 }
 
-/// What a model can do, from the manufacturer's model table. Model strings are not
+/// The capability profile of a model, from the manufacturer's model table. Model strings are not
 /// uniform (`CT80 Rev B2 V1.09`, `CT80 V2.34T`), so they are matched by prefix, and an
 /// unknown model gets the generic profile instead of being rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
