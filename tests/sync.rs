@@ -72,6 +72,7 @@ fn log_lines_containing(text: &str) -> Vec<String> {
 
 /// A daemon running on its own thread.
 struct RunningDaemon {
+    api: std::net::SocketAddr,
     shutdown: Shutdown,
     thread: JoinHandle<Result<(), String>>,
 }
@@ -80,6 +81,7 @@ impl RunningDaemon {
     fn start(config: Config, discovery: Option<Arc<dyn DiscoveryRunner>>) -> Self {
         capture_log();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral API port");
+        let api = listener.local_addr().expect("API address");
         let shutdown = Shutdown::new();
         let options = RunOptions {
             api_listener: Some(listener),
@@ -90,7 +92,11 @@ impl RunningDaemon {
         let thread = std::thread::spawn(move || {
             daemon::run(&config, options).map_err(|error| error.to_string())
         });
-        Self { shutdown, thread }
+        Self {
+            api,
+            shutdown,
+            thread,
+        }
     }
 
     fn stop(self) {
@@ -227,6 +233,15 @@ fn set_state_command_runs_once() {
         .expect("device_config row")
         .get(0);
     assert_eq!(source, "public_server");
+    let (_, metrics) = support::daemon::http_get(daemon.api, "/metrics");
+    assert!(
+        metrics.contains("thermostat_public_server_up 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("thermostat_sync_outbox_backlog "),
+        "{metrics}"
+    );
     daemon.stop();
 }
 
@@ -396,6 +411,16 @@ fn untrusted_certificate_refused_and_logged() {
                 .iter()
                 .any(|line| line.contains(&port))
         },
+    );
+    let (_, metrics) = support::daemon::http_get(daemon.api, "/metrics");
+    assert!(
+        metrics.contains("thermostat_public_server_up 0"),
+        "{metrics}"
+    );
+    let (_, page) = support::daemon::http_get(daemon.api, "/");
+    assert!(
+        page.contains("not trusted"),
+        "the status page shows no link failure"
     );
     daemon.stop();
 

@@ -24,6 +24,10 @@ pub struct MetricsInput {
     pub sample_queue: usize,
     /// Requests waiting for the store thread.
     pub request_queue: usize,
+    /// The public server link, when the sync is configured.
+    pub public_server: Option<crate::sync::LinkReport>,
+    /// What waits for the public server; `None` without sync or while the database is away.
+    pub sync_backlog: Option<crate::store::SyncBacklog>,
 }
 
 pub fn metrics(state: &ApiState) -> Reply {
@@ -36,6 +40,11 @@ pub fn metrics(state: &ApiState) -> Reply {
         latency: state.status.latency(),
         sample_queue,
         request_queue,
+        public_server: state.public_server.as_ref().map(|link| link.report()),
+        sync_backlog: state
+            .public_server
+            .as_ref()
+            .and_then(|_| async_io::block_on(state.store.sync_backlog()).ok()),
     };
     Reply {
         status: 200,
@@ -126,6 +135,42 @@ fn unlabelled(input: &MetricsInput) -> Vec<(&'static str, &'static str, &'static
             format!("{write_seconds:.6}"),
         ),
     ];
+    if let Some(link) = &input.public_server {
+        metrics.push((
+            "thermostat_public_server_up",
+            "gauge",
+            "1 unless the latest request to the public server failed.",
+            u8::from(link.ok).to_string(),
+        ));
+        if let Some(at) = link.last_success {
+            metrics.push((
+                "thermostat_public_server_last_success_timestamp_seconds",
+                "gauge",
+                "Unix time of the last response from the public server (an upload's acknowledgement).",
+                at.to_string(),
+            ));
+        }
+    }
+    if let Some(backlog) = &input.sync_backlog {
+        metrics.push((
+            "thermostat_sync_outbox_backlog",
+            "gauge",
+            "State changes stored but not yet acknowledged by the public server.",
+            backlog.state_changes.to_string(),
+        ));
+        metrics.push((
+            "thermostat_sync_results_backlog",
+            "gauge",
+            "Command results stored but not yet acknowledged by the public server.",
+            backlog.command_results.to_string(),
+        ));
+        metrics.push((
+            "thermostat_sync_parked",
+            "gauge",
+            "Payloads the public server rejected, kept with the reason in sync_parked.",
+            backlog.parked.to_string(),
+        ));
+    }
     if health.last_database_write > 0 {
         metrics.push((
             "thermostat_database_last_write_timestamp_seconds",
@@ -256,6 +301,16 @@ mod tests {
             latency,
             sample_queue: 0,
             request_queue: 0,
+            public_server: Some(crate::sync::LinkReport {
+                ok: false,
+                last_success: Some(1_000_050),
+                last_error: Some("the server returned status 503".into()),
+            }),
+            sync_backlog: Some(crate::store::SyncBacklog {
+                state_changes: 12,
+                command_results: 1,
+                parked: 0,
+            }),
         }
     }
 
@@ -318,5 +373,41 @@ mod tests {
     #[test]
     fn label_values_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn public_server_link_exported() {
+        let text = render(&input());
+        assert_eq!(
+            value_of(&text, "thermostat_public_server_up").as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                "thermostat_public_server_last_success_timestamp_seconds"
+            )
+            .as_deref(),
+            Some("1000050")
+        );
+        assert_eq!(
+            value_of(&text, "thermostat_sync_outbox_backlog").as_deref(),
+            Some("12")
+        );
+        assert_eq!(
+            value_of(&text, "thermostat_sync_results_backlog").as_deref(),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn public_server_absent_without_sync() {
+        let text = render(&MetricsInput {
+            public_server: None,
+            sync_backlog: None,
+            ..input()
+        });
+        assert!(!text.contains("thermostat_public_server"), "{text}");
+        assert!(!text.contains("thermostat_sync_"), "{text}");
     }
 }

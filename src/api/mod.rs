@@ -69,6 +69,8 @@ pub struct ApiState {
     /// The configuration with every secret redacted, as `GET /api/system/config` shows it.
     pub config_view: serde_json::Value,
     pub discovery: Option<DiscoveryHook>,
+    /// The link to the public server, when the sync is configured.
+    pub public_server: Option<Arc<crate::sync::LinkStatus>>,
     /// Maximum time a settings change may occupy a worker, read-back included.
     pub control_deadline: Duration,
 }

@@ -32,6 +32,9 @@ pub struct MonitorContext {
     pub status: Arc<StatusBoard>,
     pub clock: Arc<dyn Clock>,
     pub thresholds: HealthThresholds,
+    /// The public server link, when the sync is configured.
+    pub public_server: Option<Arc<crate::sync::LinkStatus>>,
+    pub weather: Arc<crate::weather::WeatherStatus>,
     pub shutdown: Shutdown,
 }
 
@@ -75,10 +78,30 @@ fn read_totals(context: &MonitorContext) -> Totals {
 fn component_problems(context: &MonitorContext) -> BTreeMap<&'static str, Option<String>> {
     let now = context.clock.now().as_second();
     let report = evaluate(&context.health.snapshot(), now, &context.thresholds);
-    BTreeMap::from([
+    let mut problems = BTreeMap::from([
         ("database", report.database.problem),
         ("polling", report.polling.problem),
-    ])
+    ]);
+
+    // Thermostats going offline and coming back are logged by their poll tasks.
+    if let Some(link) = &context.public_server {
+        let link = link.report();
+        let problem = (!link.ok).then(|| {
+            link.last_error
+                .unwrap_or_else(|| "requests are failing".to_string())
+        });
+        problems.insert("public server link", problem);
+    }
+    let weather = context.weather.report(context.clock.now());
+    if weather.enabled {
+        let problem = (!weather.current).then(|| {
+            weather
+                .last_error
+                .unwrap_or_else(|| "no current outside temperature".to_string())
+        });
+        problems.insert("weather feed", problem);
+    }
+    problems
 }
 
 /// One log line about a change of health.

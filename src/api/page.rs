@@ -103,13 +103,7 @@ pub fn status_page(state: &ApiState) -> Reply {
                 .clone()
                 .unwrap_or_else(|| "thermostats answering".to_string()),
         },
-        // NOTE: the public server sync does not report its state to the API yet, so
-        // its line shows "not reported".
-        ComponentLine {
-            name: "Public server link",
-            ok: None,
-            detail: "not reported".to_string(),
-        },
+        public_server_line(state),
         weather_line(&state.weather.report(state.clock.now())),
     ];
 
@@ -260,6 +254,39 @@ pub fn escape(text: &str) -> String {
         }
     }
     escaped
+}
+
+/// Describes the public server link: not configured, or whether the latest request
+/// got a response and when the last one did.
+fn public_server_line(state: &ApiState) -> ComponentLine {
+    let Some(link) = &state.public_server else {
+        return ComponentLine {
+            name: "Public server link",
+            ok: None,
+            detail: "not configured".to_string(),
+        };
+    };
+    let report = link.report();
+    let last = match report.last_success {
+        Some(at) => format!(
+            "last response {}",
+            local_time(timestamp(at), &state.time_zone)
+        ),
+        None => "no response yet".to_string(),
+    };
+    let detail = match (report.ok, &report.last_error) {
+        (false, Some(error)) => format!("failing: {error}; {last}"),
+        _ => last,
+    };
+    ComponentLine {
+        name: "Public server link",
+        ok: Some(report.ok),
+        detail,
+    }
+}
+
+fn timestamp(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 /// Describes the weather feed: off with its reason, or the latest value with its source

@@ -168,6 +168,8 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
             config.polling.interval,
             config.polling.request_timeout,
         ),
+        public_server: sync.as_ref().map(Sync::link_status),
+        weather: weather.status.clone(),
         shutdown: shutdown.clone(),
     };
     executor.spawn(monitor::run(monitors)).detach();
@@ -180,6 +182,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         clock: clock.clone(),
         weather: weather.status.clone(),
         discovery: discover::api_scan_hook(command_discovery.clone()),
+        public_server: sync.as_ref().map(Sync::link_status),
     };
     let api = api_state(config, &listener, parts).and_then(|state| {
         ApiServer::start(listener, Arc::new(state), API_WORKERS, shutdown.clone())
@@ -274,6 +277,7 @@ struct ApiParts {
     clock: Arc<dyn Clock>,
     weather: Arc<WeatherStatus>,
     discovery: DiscoveryHook,
+    public_server: Option<Arc<crate::sync::LinkStatus>>,
 }
 
 /// Builds the API's state: access rules from `[api]` and the token, the redacted config.
@@ -304,6 +308,7 @@ fn api_state(
         listen: config.api.listen,
         config_view: config_json(config),
         discovery: Some(parts.discovery),
+        public_server: parts.public_server,
         control_deadline: config.polling.request_timeout * 2 + CONTROL_SLACK,
     })
 }

@@ -15,7 +15,7 @@ pub mod buffer;
 pub mod migrate;
 pub mod queries;
 mod sync;
-pub use sync::{Claim, MinuteBatch, MinuteKey, OutboxBatch, ParkEffects, Parked};
+pub use sync::{Claim, MinuteBatch, MinuteKey, OutboxBatch, ParkEffects, Parked, SyncBacklog};
 mod worker;
 pub mod writer;
 

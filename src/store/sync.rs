@@ -85,7 +85,35 @@ fn parse_json(text: &str, what: &str) -> Result<Value, StoreError> {
         .map_err(|error| StoreError::InvalidRow(format!("{what} is not valid JSON: {error}")))
 }
 
+/// Rows of the sync tables that the public server has not acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncBacklog {
+    pub state_changes: i64,
+    pub command_results: i64,
+    pub parked: i64,
+}
+
 impl StoreHandle {
+    /// Counts what waits for the public server, for `/metrics`.
+    pub async fn sync_backlog(&self) -> Result<SyncBacklog, StoreError> {
+        self.run_job("counting the sync backlog", |client, _| {
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM sync_outbox WHERE acked_at IS NULL),
+                            (SELECT count(*) FROM sync_result_outbox),
+                            (SELECT count(*) FROM sync_parked)",
+                    &[],
+                )
+                .map_err(query_error("counting the sync backlog"))?;
+            Ok(SyncBacklog {
+                state_changes: row.get(0),
+                command_results: row.get(1),
+                parked: row.get(2),
+            })
+        })
+        .await
+    }
+
     /// Returns up to `limit` pending state changes from `end` of the outbox, returned
     /// oldest first, with the count and time of all pending ones.
     pub async fn peek_state_changes(

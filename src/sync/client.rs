@@ -2,13 +2,14 @@
 //! and the response turned into a [`Sent`] verdict. [`Stream`] keeps the retry state and
 //! the log lines of one upload stream.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, Method};
 use serde_json::Value;
 
 use super::decide::{Backoff, Verdict, classify, log_due};
+use super::status::LinkStatus;
 use crate::config::Secret;
 use crate::net::{HttpClient, HttpRequest, NetError};
 
@@ -44,6 +45,7 @@ pub struct SyncClient {
     timeout: Duration,
     auth_retry: Duration,
     last_auth_log: Mutex<Option<Instant>>,
+    status: Arc<LinkStatus>,
 }
 
 impl SyncClient {
@@ -54,6 +56,7 @@ impl SyncClient {
         token: Secret,
         timeout: Duration,
         auth_retry: Duration,
+        status: Arc<LinkStatus>,
     ) -> Self {
         let site_url = format!("{}/api/v1/sites/{site_id}", base_url.trim_end_matches('/'));
         Self {
@@ -63,6 +66,7 @@ impl SyncClient {
             timeout,
             auth_retry,
             last_auth_log: Mutex::new(None),
+            status,
         }
     }
 
@@ -83,6 +87,20 @@ impl SyncClient {
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Sent {
+        let sent = self.exchange(method, path, body).await;
+        let now = jiff::Timestamp::now().as_second();
+        match &sent {
+            Sent::Delivered(_) | Sent::Park { .. } => self.status.record_success(now),
+            Sent::Retry { detail, .. } => self.status.record_failure(now, detail.clone()),
+            Sent::Unauthorized { status } => self.status.record_failure(
+                now,
+                format!("the server rejected the site token (status {status})"),
+            ),
+        }
+        sent
+    }
+
+    async fn exchange(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Sent {
         let mut headers = vec![(SITE_TOKEN_HEADER, self.token.expose().to_string())];
         if body.is_some() {
             headers.push((http::header::CONTENT_TYPE, "application/json".to_string()));

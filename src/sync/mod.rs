@@ -15,12 +15,14 @@ pub mod command;
 mod commands;
 pub mod decide;
 pub mod protocol;
+pub mod status;
 mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use commands::{DiscoveryRunner, ProgressFn};
+pub use status::{LinkReport, LinkStatus};
 
 use crate::clock::Clock;
 use crate::config::Secret;
@@ -132,6 +134,7 @@ impl SyncContext {
 pub struct Sync {
     options: SyncOptions,
     http: HttpClient,
+    status: Arc<LinkStatus>,
 }
 
 impl Sync {
@@ -145,7 +148,16 @@ impl Sync {
                  checked, so anyone on the path can read the site token and the data"
             );
         }
-        Ok(Self { options, http })
+        Ok(Self {
+            options,
+            http,
+            status: Arc::default(),
+        })
+    }
+
+    /// Returns the link state that every request updates, for the local API.
+    pub fn link_status(&self) -> Arc<LinkStatus> {
+        self.status.clone()
     }
 
     /// Starts every sync task on the registry's executor.
@@ -164,6 +176,7 @@ impl Sync {
             self.options.token.clone(),
             self.options.request_timeout,
             self.options.auth_retry,
+            self.status.clone(),
         );
         log::info!(
             "public server sync on: {}",
