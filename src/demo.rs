@@ -142,7 +142,7 @@ fn check_database(url: &str) -> Result<(), String> {
     }
 }
 
-/// A realistic fleet whose last thermostat times out now and then and sends `-1`. The
+/// Returns a realistic fleet whose last thermostat times out now and then and sends `-1`. The
 /// CT80 V2.34T profile is left out because it replies to `/tstat` after 16 s, so a
 /// short demo would show few readings from it.
 fn fleet_options(count: usize) -> FleetOptions {

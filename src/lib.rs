@@ -1,7 +1,7 @@
 //! thermostat-server: an edge daemon for one site's RadioThermostat Wi-Fi thermostats.
 //!
 //! It polls every thermostat over the device's HTTP API, stores each reading and a
-//! per-minute rollup in a local PostgreSQL, and answers local status checks. The parts:
+//! per-minute rollup in a local PostgreSQL, and serves local status checks. The parts:
 //!
 //! - [`config`]: the site configuration file and its secrets, with validation.
 //! - [`device`]: the RadioThermostat HTTP protocol: requests, deadlines, tolerant parsing.

@@ -69,7 +69,7 @@ impl Fmode {
     }
 }
 
-/// What the HVAC equipment is doing right now (`tstate`).
+/// The current activity of the HVAC equipment (`tstate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tstate {
     Idle,
@@ -153,7 +153,7 @@ impl ChangeType {
     }
 }
 
-/// What changed between two readings.
+/// The difference between two readings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateChange {
     pub change_type: ChangeType,
@@ -165,7 +165,7 @@ pub struct StateChange {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub thermostat_id: ThermostatId,
-    /// When the answer arrived, not when the request was sent: a reply can take 16 s.
+    /// The time the reply arrived, not when the request was sent: a reply can take 16 s.
     pub ts: jiff::Timestamp,
     pub state: ThermostatState,
     /// Outside temperature from the weather service, °F, when one is current.

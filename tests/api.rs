@@ -6,64 +6,20 @@
 
 mod support;
 
+use support::daemon::RunningDaemon;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use thermostat_server::api::routes::ROUTE_TABLE;
 use thermostat_server::config::{Config, Secret};
-use thermostat_server::daemon::{self, RunOptions};
-use thermostat_server::shutdown::Shutdown;
 use thermostat_server::simulator::{Fleet, FleetOptions, Mode};
 use thermostat_server::thermostat::DeviceAddress;
 
 const TOKEN: &str = "test-token-5d41402abc4b2a76";
-
-/// A daemon on its own thread with its API on an ephemeral loopback port.
-struct RunningDaemon {
-    api: SocketAddr,
-    shutdown: Shutdown,
-    thread: JoinHandle<Result<(), String>>,
-}
-
-impl RunningDaemon {
-    fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral API port");
-        let api = listener.local_addr().expect("API address");
-        let shutdown = Shutdown::new();
-        let options = RunOptions {
-            api_listener: Some(listener),
-            shutdown: shutdown.clone(),
-            handle_signals: false,
-            ..RunOptions::default()
-        };
-        let thread = std::thread::spawn(move || {
-            daemon::run(&config, options).map_err(|error| error.to_string())
-        });
-        Self {
-            api,
-            shutdown,
-            thread,
-        }
-    }
-
-    fn stop(self) {
-        self.shutdown.trigger();
-        let result = self.thread.join().expect("daemon thread");
-        assert_eq!(result, Ok(()));
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        send(self.api, &Call::get(path))
-    }
-
-    fn post_json(&self, path: &str, body: &Value) -> Answer {
-        send(self.api, &Call::post(path, &body.to_string()))
-    }
-}
 
 /// One HTTP request as the test sends it.
 struct Call {
@@ -239,7 +195,7 @@ fn wait_until_listed(daemon: &RunningDaemon, fleet: &Fleet) -> Value {
         Duration::from_secs(20),
         "every thermostat with a state",
         || {
-            let answer = daemon.get("/api/thermostats");
+            let answer = get(daemon, "/api/thermostats");
             if answer.status != 200 {
                 return false;
             }
@@ -256,6 +212,14 @@ fn status_path(uuid: &str, route: &str) -> String {
     format!("/api/thermostats/{uuid}/{route}")
 }
 
+fn get(daemon: &RunningDaemon, path: &str) -> Answer {
+    send(daemon.api, &Call::get(path))
+}
+
+fn post_json(daemon: &RunningDaemon, path: &str, body: &Value) -> Answer {
+    send(daemon.api, &Call::post(path, &body.to_string()))
+}
+
 #[test]
 fn list_and_status_show_thermostats() {
     let url = support::fresh_database_url("api_list_status");
@@ -265,7 +229,7 @@ fn list_and_status_show_thermostats() {
 
     assert_eq!(list["count"], 2);
     let uuid = fleet.devices()[0].uuid();
-    let answer = daemon.get(&status_path(uuid, "status"));
+    let answer = get(&daemon, &status_path(uuid, "status"));
     assert_eq!(answer.status, 200, "{}", answer.body);
     let status = answer.json();
     assert_eq!(status["thermostat_id"], uuid);
@@ -273,10 +237,10 @@ fn list_and_status_show_thermostats() {
     assert_eq!(status["polling"]["online"], true);
     assert!(status["state"]["temp"].is_f64(), "{status}");
 
-    let unknown = daemon.get(&status_path("5cdad4ffffff", "status"));
+    let unknown = get(&daemon, &status_path("5cdad4ffffff", "status"));
     assert_eq!(unknown.status, 404);
     assert!(unknown.error().contains("5cdad4ffffff"), "{}", unknown.body);
-    let invalid = daemon.get("/api/thermostats/no%20such/status");
+    let invalid = get(&daemon, "/api/thermostats/no%20such/status");
     assert_eq!(invalid.status, 404);
     daemon.stop();
 }
@@ -290,7 +254,7 @@ fn temperature_post_reaches_thermostat() {
     wait_until_listed(&daemon, &fleet);
 
     let path = status_path(device.uuid(), "temperature");
-    let answer = daemon.post_json(&path, &json!({"t_heat": 71.3, "hold": true}));
+    let answer = post_json(&daemon, &path, &json!({"t_heat": 71.3, "hold": true}));
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["recorded"], true);
 
@@ -298,7 +262,7 @@ fn temperature_post_reaches_thermostat() {
     assert_eq!(snapshot.heat_target, 71.5);
     assert!(snapshot.hold);
 
-    let status = daemon.get(&status_path(device.uuid(), "status")).json();
+    let status = get(&daemon, &status_path(device.uuid(), "status")).json();
     assert_eq!(status["state"]["t_heat"], 71.5);
     assert_eq!(status["state"]["hold"], true);
 
@@ -327,11 +291,11 @@ fn mode_post_reaches_thermostat() {
     wait_until_listed(&daemon, &fleet);
 
     let path = status_path(device.uuid(), "mode");
-    let answer = daemon.post_json(&path, &json!({"tmode": 2, "fmode": 2}));
+    let answer = post_json(&daemon, &path, &json!({"tmode": 2, "fmode": 2}));
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(device.handle().snapshot().mode, Mode::Cool);
 
-    let status = daemon.get(&status_path(device.uuid(), "status")).json();
+    let status = get(&daemon, &status_path(device.uuid(), "status")).json();
     assert_eq!(status["state"]["tmode_name"], "cool");
     assert_eq!(status["state"]["fmode"], 2);
     daemon.stop();
@@ -347,7 +311,7 @@ fn bad_requests_rejected_before_device() {
     device.handle().reset_stats();
     let temperature = status_path(device.uuid(), "temperature");
 
-    let hot = daemon.post_json(&temperature, &json!({"t_heat": 200}));
+    let hot = post_json(&daemon, &temperature, &json!({"t_heat": 200}));
     assert_eq!(hot.status, 400);
     assert!(hot.error().contains("t_heat"), "{}", hot.body);
 
@@ -370,7 +334,7 @@ fn bad_requests_rejected_before_device() {
         .header("Content-Type", "application/x-www-form-urlencoded");
     assert_eq!(send(daemon.api, &form).status, 415);
 
-    let wrong_field = daemon.post_json(&temperature, &json!({"tmode": 1}));
+    let wrong_field = post_json(&daemon, &temperature, &json!({"tmode": 1}));
     assert_eq!(wrong_field.status, 400);
     assert!(
         wrong_field.error().contains("tmode"),
@@ -378,15 +342,16 @@ fn bad_requests_rejected_before_device() {
         wrong_field.body
     );
 
-    let get_on_post = daemon.get(&temperature);
+    let get_on_post = get(&daemon, &temperature);
     assert_eq!(get_on_post.status, 405);
     assert_eq!(get_on_post.header("allow"), Some("POST"));
 
-    let unknown_route = daemon.get("/api/nothing/here");
+    let unknown_route = get(&daemon, "/api/nothing/here");
     assert_eq!(unknown_route.status, 404);
     assert!(!unknown_route.error().is_empty());
 
-    let unknown_id = daemon.post_json(
+    let unknown_id = post_json(
+        &daemon,
         &status_path("5cdad4ffffff", "temperature"),
         &json!({"t_heat": 70}),
     );
@@ -394,7 +359,7 @@ fn bad_requests_rejected_before_device() {
 
     assert!(device.handle().stats().post_bodies.is_empty());
     // The workers survived every bad request.
-    assert_eq!(daemon.get("/api/system/info").status, 200);
+    assert_eq!(get(&daemon, "/api/system/info").status, 200);
     daemon.stop();
 }
 
@@ -427,7 +392,7 @@ fn lan_api_requires_token_for_changes() {
     assert_eq!(with.status, 200, "{}", with.body);
     assert_eq!(device.handle().snapshot().heat_target, 69.0);
 
-    let read = daemon.get("/api/thermostats");
+    let read = get(&daemon, "/api/thermostats");
     assert_eq!(read.status, 200);
     assert_eq!(read.header("access-control-allow-origin"), None);
 
@@ -464,16 +429,16 @@ fn site_system_and_discovery_routes() {
     let daemon = RunningDaemon::start(config);
     wait_until_listed(&daemon, &fleet);
 
-    let site = daemon.get("/api/site/status");
+    let site = get(&daemon, "/api/site/status");
     assert_eq!(site.status, 200);
     assert_eq!(site.json()["site_id"], "test_site");
     assert_eq!(site.json()["thermostats"]["online"], 2);
 
-    let info = daemon.get("/api/system/info");
+    let info = get(&daemon, "/api/system/info");
     assert_eq!(info.json()["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(info.json()["thermostats_polled"], 2);
 
-    let config = daemon.get("/api/system/config");
+    let config = get(&daemon, "/api/system/config");
     assert_eq!(config.status, 200);
     assert!(
         !config.body.contains("site-token-value-77"),
@@ -487,7 +452,7 @@ fn site_system_and_discovery_routes() {
     );
     assert_eq!(config.json()["secrets"]["site_token"], "set");
 
-    let health = daemon.get("/api/system/health");
+    let health = get(&daemon, "/api/system/health");
     assert_eq!(health.status, 200, "{}", health.body);
 
     let bad_scan = send(
@@ -512,12 +477,12 @@ fn database_down_gives_503() {
     let fleet = start_fleet(1);
     let daemon = RunningDaemon::start(test_config(&url, &fleet));
 
-    let list = daemon.get("/api/thermostats");
+    let list = get(&daemon, "/api/thermostats");
     assert_eq!(list.status, 503);
     assert!(list.error().contains("database"), "{}", list.body);
-    let status = daemon.get(&status_path(fleet.devices()[0].uuid(), "status"));
+    let status = get(&daemon, &status_path(fleet.devices()[0].uuid(), "status"));
     assert_eq!(status.status, 503);
-    let page = daemon.get("/");
+    let page = get(&daemon, "/");
     assert_eq!(page.status, 200);
     daemon.stop();
 }
@@ -554,7 +519,7 @@ fn metrics_parse_as_prometheus_text() {
     let daemon = RunningDaemon::start(test_config(&url, &fleet));
     wait_until_listed(&daemon, &fleet);
 
-    let answer = daemon.get("/metrics");
+    let answer = get(&daemon, "/metrics");
     assert_eq!(answer.status, 200);
     assert!(
         answer
@@ -592,7 +557,7 @@ fn status_page_lists_every_thermostat() {
     let daemon = RunningDaemon::start(test_config(&url, &fleet));
     let list = wait_until_listed(&daemon, &fleet);
 
-    let page = daemon.get("/");
+    let page = get(&daemon, "/");
     assert_eq!(page.status, 200);
     assert!(
         page.header("content-type")
@@ -738,7 +703,7 @@ fn unreachable_thermostat_gives_502() {
     wait_until_listed(&daemon, &fleet);
     fleet.stop();
 
-    let answer = daemon.post_json(&status_path(&uuid, "mode"), &json!({"tmode": 2}));
+    let answer = post_json(&daemon, &status_path(&uuid, "mode"), &json!({"tmode": 2}));
     assert_eq!(answer.status, 502, "{}", answer.body);
     assert!(answer.error().contains(&uuid), "{}", answer.body);
 

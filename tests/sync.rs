@@ -3,20 +3,18 @@
 
 mod support;
 
+use support::daemon::RunningDaemon;
+
 #[path = "support/fake_cloud.rs"]
 mod fake_cloud;
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, Once};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use fake_cloud::{FakeCloud, Mode};
 use thermostat_server::config::{Config, PublicServerConfig, Secret};
-use thermostat_server::daemon::{self, RunOptions};
-use thermostat_server::shutdown::Shutdown;
 use thermostat_server::simulator::{Fleet, FleetOptions, ModelProfile};
 use thermostat_server::sync::command::DiscoveryRequest;
 use thermostat_server::sync::{DiscoveryRunner, ProgressFn};
@@ -70,40 +68,10 @@ fn log_lines_containing(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A daemon running on its own thread.
-struct RunningDaemon {
-    api: std::net::SocketAddr,
-    shutdown: Shutdown,
-    thread: JoinHandle<Result<(), String>>,
-}
-
-impl RunningDaemon {
-    fn start(config: Config, discovery: Option<Arc<dyn DiscoveryRunner>>) -> Self {
-        capture_log();
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral API port");
-        let api = listener.local_addr().expect("API address");
-        let shutdown = Shutdown::new();
-        let options = RunOptions {
-            api_listener: Some(listener),
-            shutdown: shutdown.clone(),
-            handle_signals: false,
-            discovery,
-        };
-        let thread = std::thread::spawn(move || {
-            daemon::run(&config, options).map_err(|error| error.to_string())
-        });
-        Self {
-            api,
-            shutdown,
-            thread,
-        }
-    }
-
-    fn stop(self) {
-        self.shutdown.trigger();
-        let result = self.thread.join().expect("daemon thread");
-        assert_eq!(result, Ok(()));
-    }
+/// Starts the daemon with the log captured, so tests can look for the token in it.
+fn start_daemon(config: Config, discovery: Option<Arc<dyn DiscoveryRunner>>) -> RunningDaemon {
+    capture_log();
+    RunningDaemon::start_with(config, discovery)
 }
 
 fn fleet(count: usize) -> Fleet {
@@ -191,7 +159,7 @@ fn set_state_command_runs_once() {
     let cloud = FakeCloud::start(SITE, TOKEN);
     let fleet = fleet(1);
     let uuid = fleet.devices()[0].uuid().to_string();
-    let daemon = RunningDaemon::start(sync_config(&url, &fleet, &cloud), None);
+    let daemon = start_daemon(sync_config(&url, &fleet, &cloud), None);
     wait_for_registration(&cloud, 1);
 
     let command = json!({"command_id": "cmd-set-1", "command": "set_state",
@@ -251,7 +219,7 @@ fn invalid_commands_rejected() {
     let cloud = FakeCloud::start(SITE, TOKEN);
     let fleet = fleet(1);
     let uuid = fleet.devices()[0].uuid().to_string();
-    let daemon = RunningDaemon::start(sync_config(&url, &fleet, &cloud), None);
+    let daemon = start_daemon(sync_config(&url, &fleet, &cloud), None);
     wait_for_registration(&cloud, 1);
 
     cloud.queue_command(json!({"command_id": "bad-range", "command": "set_state",
@@ -311,7 +279,7 @@ fn away_temp_stored_and_registered() {
     let cloud = FakeCloud::start(SITE, TOKEN);
     let fleet = fleet(1);
     let uuid = fleet.devices()[0].uuid().to_string();
-    let daemon = RunningDaemon::start(sync_config(&url, &fleet, &cloud), None);
+    let daemon = start_daemon(sync_config(&url, &fleet, &cloud), None);
     wait_for_registration(&cloud, 1);
 
     cloud.queue_command(json!({"command_id": "away-1", "command": "set_away_temp",
@@ -364,7 +332,7 @@ fn discover_devices_reports_progress() {
     let cloud = FakeCloud::start(SITE, TOKEN);
     let fleet = fleet(1);
     let runner: Arc<dyn DiscoveryRunner> = Arc::new(TwoPhaseDiscovery);
-    let daemon = RunningDaemon::start(sync_config(&url, &fleet, &cloud), Some(runner));
+    let daemon = start_daemon(sync_config(&url, &fleet, &cloud), Some(runner));
     wait_for_registration(&cloud, 1);
 
     cloud.queue_command(
@@ -400,7 +368,7 @@ fn untrusted_certificate_refused_and_logged() {
     let url = support::fresh_database_url("sync_untrusted");
     let cloud = FakeCloud::start_untrusted(SITE, TOKEN);
     let fleet = fleet(1);
-    let daemon = RunningDaemon::start(sync_config(&url, &fleet, &cloud), None);
+    let daemon = start_daemon(sync_config(&url, &fleet, &cloud), None);
 
     let port = cloud.address.port().to_string();
     wait_for(
@@ -438,7 +406,7 @@ fn verify_off_accepts_any_certificate_with_warning() {
         section.ssl_verify = false;
         section.ca_cert = None;
     }
-    let daemon = RunningDaemon::start(config, None);
+    let daemon = start_daemon(config, None);
     wait_for_registration(&cloud, 1);
     daemon.stop();
 
@@ -451,7 +419,7 @@ fn rejected_payload_parked() {
     let cloud = FakeCloud::start(SITE, TOKEN);
     cloud.reject_once("/thermostats/register", 422);
     let fleet = fleet(1);
-    let daemon = RunningDaemon::start(sync_config(&url, &fleet, &cloud), None);
+    let daemon = start_daemon(sync_config(&url, &fleet, &cloud), None);
 
     let mut db = support::connect(&url);
     wait_for(Duration::from_secs(20), "a parked payload", || {
@@ -483,7 +451,7 @@ fn throttle_and_hang_retried() {
     let url = support::fresh_database_url("sync_throttle");
     let cloud = FakeCloud::start(SITE, TOKEN);
     let fleet = fleet(1);
-    let daemon = RunningDaemon::start(sync_config(&url, &fleet, &cloud), None);
+    let daemon = start_daemon(sync_config(&url, &fleet, &cloud), None);
     wait_for_registration(&cloud, 1);
 
     cloud.set_mode(Mode::TooMany {
@@ -523,7 +491,7 @@ fn auth_failure_keeps_state_changes() {
     let cloud = FakeCloud::start(SITE, TOKEN);
     let fleet = fleet(1);
     let uuid = fleet.devices()[0].uuid().to_string();
-    let daemon = RunningDaemon::start(sync_config(&url, &fleet, &cloud), None);
+    let daemon = start_daemon(sync_config(&url, &fleet, &cloud), None);
     wait_for_registration(&cloud, 1);
 
     cloud.set_mode(Mode::Status(401));
@@ -649,7 +617,7 @@ fn outage_and_restart_lose_nothing() {
     let started = Instant::now();
     let at = |seconds: u64| started + Duration::from_secs(seconds);
 
-    let mut daemon = Some(RunningDaemon::start(config.clone(), None));
+    let mut daemon = Some(start_daemon(config.clone(), None));
     let mut step = 0;
     let mut outage_started = None;
     let mut restarted = false;
@@ -667,7 +635,7 @@ fn outage_and_restart_lose_nothing() {
             if let Some(running) = daemon.take() {
                 running.stop();
             }
-            daemon = Some(RunningDaemon::start(config.clone(), None));
+            daemon = Some(start_daemon(config.clone(), None));
             restarted = true;
         }
         if !outage_ended && Instant::now() >= at(110) {

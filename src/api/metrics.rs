@@ -26,7 +26,7 @@ pub struct MetricsInput {
     pub request_queue: usize,
     /// The public server link, when the sync is configured.
     pub public_server: Option<crate::sync::LinkReport>,
-    /// What waits for the public server; `None` without sync or while the database is away.
+    /// The rows waiting for the public server; `None` without sync or while the database is away.
     pub sync_backlog: Option<crate::store::SyncBacklog>,
 }
 

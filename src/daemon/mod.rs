@@ -428,7 +428,7 @@ fn start_systemd_tasks(
     }
 }
 
-/// The maximum gaps between heartbeats that still count as progress: a fleet that is all
+/// Returns the maximum gaps between heartbeats that still count as progress: a fleet that is all
 /// offline polls once per maximum backoff, and a store thread blocks for at most a
 /// connect or statement timeout.
 fn progress_limits(config: &Config) -> systemd::ProgressLimits {

@@ -1,7 +1,7 @@
 //! `DeviceLink`: the only way to talk to one thermostat. It holds the device's rules:
 //! one request in flight (the device's server is single-threaded), a minimum gap
 //! between requests (it locks up for 20 to 30 minutes when flooded), and a deadline on
-//! every request (answers take about 2.5 s and sometimes a minute).
+//! every request (replies take about 2.5 s and sometimes a minute).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use crate::thermostat::DeviceAddress;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinkOptions {
     /// Deadline for a whole request, connect to last body byte. One CT80 firmware takes
-    /// 16 s to answer `/tstat`, so this is 20 s or more in production.
+    /// 16 s to reply to `/tstat`, so this is 20 s or more in production.
     pub request_timeout: Duration,
     /// Quiet time between the end of one request and the start of the next.
     pub min_request_gap: Duration,

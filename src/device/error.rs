@@ -12,20 +12,20 @@ pub enum DeviceError {
     Connect(String),
     /// No complete reply arrived before the deadline.
     Timeout(Duration),
-    /// The device answered with a status other than 200.
+    /// The device replied with a status other than 200.
     Status(u16),
-    /// The answer was not valid HTTP, or the connection broke mid-answer.
+    /// The reply was not valid HTTP, or the connection broke mid-reply.
     Protocol(String),
     /// The body was larger than any real device sends.
     BodyTooLarge(usize),
     /// The body was not the JSON the endpoint should return.
     Parse(ParseError),
-    /// The device answered with its own error object, such as `{"error":-1}`.
+    /// The device replied with its own error object, such as `{"error":-1}`.
     Reported(String),
 }
 
 impl DeviceError {
-    /// A short stable name for the failure, stored in `poll_failures.kind`.
+    /// Returns a short stable name for the failure, stored in `poll_failures.kind`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Connect(_) => "connect",

@@ -16,18 +16,18 @@ use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
 
 use super::error::DeviceError;
 
-/// Largest body accepted from a thermostat. The biggest real answer (`/sys/services`)
+/// Largest body accepted from a thermostat. The biggest real reply (`/sys/services`)
 /// is under 1 KiB; the bound keeps a broken or hostile device from filling memory.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// A complete answer from a device.
+/// A complete reply from a device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpReply {
     pub status: u16,
     pub body: Bytes,
 }
 
-/// Sends one request and returns the answer, or an error once `deadline` has passed
+/// Sends one request and returns the reply, or an error once `deadline` has passed
 /// since the call, whichever stage (connect, send, read) was still running.
 pub async fn exchange(
     address: SocketAddr,

@@ -246,7 +246,7 @@ impl Poller {
     }
 }
 
-/// Every field `describe_fields` knows, in the order of the device's `/tstat` body.
+/// Every field that `describe_fields` formats, in the order of the device's `/tstat` body.
 const ALL_FIELDS: [&str; 9] = [
     "temp", "tmode", "fmode", "override", "hold", "t_heat", "t_cool", "tstate", "fstate",
 ];

@@ -187,7 +187,7 @@ pub(crate) fn describe(error: &postgres::Error) -> String {
     }
 }
 
-/// Formats an error followed by its causes: a connection error's `Display` says only
+/// Formats an error followed by its causes: a connection error's `Display` shows only
 /// "error connecting to server" and keeps "Connection refused" in its source.
 fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

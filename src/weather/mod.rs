@@ -18,7 +18,7 @@ pub use policy::{AfterFailure, after_failure, retry_delay};
 pub use service::{Weather, WeatherService};
 pub use status::{WeatherReport, WeatherStatus, describe_source};
 
-/// Where the current outside temperature came from.
+/// The origin of the current outside temperature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TemperatureSource {
     /// Fetched from the weather service.

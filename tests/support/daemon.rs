@@ -3,12 +3,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use thermostat_server::config::Config;
 use thermostat_server::daemon::{self, RunOptions};
 use thermostat_server::shutdown::Shutdown;
+use thermostat_server::sync::DiscoveryRunner;
 
 /// A running daemon; `stop` ends it and checks that it stopped cleanly.
 pub struct RunningDaemon {
@@ -19,6 +21,11 @@ pub struct RunningDaemon {
 
 impl RunningDaemon {
     pub fn start(config: Config) -> Self {
+        Self::start_with(config, None)
+    }
+
+    /// Starts the daemon with `discovery` as the runner of `discover_devices` commands.
+    pub fn start_with(config: Config, discovery: Option<Arc<dyn DiscoveryRunner>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral API port");
         let api = listener.local_addr().expect("API address");
         let shutdown = Shutdown::new();
@@ -26,7 +33,7 @@ impl RunningDaemon {
             api_listener: Some(listener),
             shutdown: shutdown.clone(),
             handle_signals: false,
-            ..RunOptions::default()
+            discovery,
         };
         let thread = std::thread::spawn(move || {
             daemon::run(&config, options).map_err(|error| error.to_string())
