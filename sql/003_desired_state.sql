@@ -1,6 +1,6 @@
 -- 003: device_config holds the desired state of each thermostat: the commanded settings
 -- (columns of 001), who commanded them and when, what the unit last reported back, the
--- drift policy, and whether it holds its settings. Drift and re-apply events get their
+-- drift policy, and whether the unit keeps its settings. Drift and re-apply events get their
 -- own table; they also reach the public server as state changes with their change_type.
 
 ALTER TABLE device_config

@@ -1,8 +1,8 @@
 //! The desired state against the real daemon, simulated thermostats and a PostgreSQL the
-//! harness starts: a power cut that drops hold is undone, a change at the wall is kept
-//! and reported, a write the unit ignores is retried and then reported, a burst of
-//! commands is merged into at most two writes, and a setpoint for the other mode is sent
-//! as `it_cool` or refused by model. Poll intervals are short to keep the tests fast.
+//! harness starts. A power cut that drops hold is undone, and a change at the wall is
+//! kept and reported. A write the unit ignores is retried and then reported. A burst of
+//! commands reaches the unit as at most two writes. A setpoint for the other mode is sent
+//! as `it_cool` or rejected, by model. Poll intervals are short to keep the tests fast.
 
 mod support;
 
@@ -137,6 +137,22 @@ fn events(url: &str, uuid: &str, kind: &str) -> (i64, i64) {
     (stored, queued)
 }
 
+/// A test database, one simulated thermostat in heat mode, and the daemon polling it
+/// every `interval` with a 50 ms gap between requests.
+struct Site {
+    url: String,
+    fleet: Fleet,
+    daemon: RunningDaemon,
+}
+
+fn start_site(name: &str, model: ModelProfile, interval: Duration) -> Site {
+    let url = support::fresh_database_url(name);
+    let fleet = start_fleet(vec![model]);
+    let daemon = RunningDaemon::start(config(&url, &fleet, interval, Duration::from_millis(50)));
+    wait_until_polled(&daemon, fleet.devices()[0].uuid());
+    Site { url, fleet, daemon }
+}
+
 fn polls(daemon: &RunningDaemon, uuid: &str) -> u64 {
     status(daemon, uuid)["polling"]["polls"]
         .as_u64()
@@ -145,17 +161,13 @@ fn polls(daemon: &RunningDaemon, uuid: &str) -> u64 {
 
 #[test]
 fn power_cut_is_undone_within_two_polls() {
-    let url = support::fresh_database_url("desired_power_cut");
-    let fleet = start_fleet(vec![ModelProfile::Ct50]);
+    let Site { url, fleet, daemon } = start_site(
+        "desired_power_cut",
+        ModelProfile::Ct50,
+        Duration::from_secs(1),
+    );
     let device = &fleet.devices()[0];
     let uuid = device.uuid();
-    let daemon = RunningDaemon::start(config(
-        &url,
-        &fleet,
-        Duration::from_secs(1),
-        Duration::from_millis(50),
-    ));
-    wait_until_polled(&daemon, uuid);
 
     let (code, body) = set_temperature(&daemon, uuid, &json!({"t_heat": 71.5, "hold": true}));
     assert_eq!(code, 200, "{body}");
@@ -193,17 +205,13 @@ fn power_cut_is_undone_within_two_polls() {
 
 #[test]
 fn change_at_the_wall_is_kept_and_reported() {
-    let url = support::fresh_database_url("desired_wall_change");
-    let fleet = start_fleet(vec![ModelProfile::Ct50]);
+    let Site { url, fleet, daemon } = start_site(
+        "desired_wall_change",
+        ModelProfile::Ct50,
+        Duration::from_millis(500),
+    );
     let device = &fleet.devices()[0];
     let uuid = device.uuid();
-    let daemon = RunningDaemon::start(config(
-        &url,
-        &fleet,
-        Duration::from_millis(500),
-        Duration::from_millis(50),
-    ));
-    wait_until_polled(&daemon, uuid);
 
     let (code, body) = set_temperature(&daemon, uuid, &json!({"t_heat": 70, "hold": true}));
     assert_eq!(code, 200, "{body}");
@@ -247,17 +255,13 @@ fn change_at_the_wall_is_kept_and_reported() {
 
 #[test]
 fn ignored_write_is_retried_then_reported() {
-    let url = support::fresh_database_url("desired_ignored_write");
-    let fleet = start_fleet(vec![ModelProfile::Ct50]);
+    let Site { url, fleet, daemon } = start_site(
+        "desired_ignored_write",
+        ModelProfile::Ct50,
+        Duration::from_millis(500),
+    );
     let device = &fleet.devices()[0];
     let uuid = device.uuid();
-    let daemon = RunningDaemon::start(config(
-        &url,
-        &fleet,
-        Duration::from_millis(500),
-        Duration::from_millis(50),
-    ));
-    wait_until_polled(&daemon, uuid);
 
     device.handle().set_post_options(PostOptions {
         ignore_writes: true,

@@ -11,7 +11,7 @@ use crate::reading::ThermostatState;
 /// clock counts as jumped.
 pub const CLOCK_JUMP_LIMIT: Duration = Duration::from_secs(120);
 
-/// What the reported state says about the desired settings.
+/// The meaning of a difference between the desired and the reported settings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Drift {
     /// Every commanded setting the reading shows is as commanded.

@@ -1,6 +1,6 @@
-//! The desired state of each thermostat: what was last commanded, by whom and when,
-//! and the enforcement that keeps it on the unit through power cuts, dropped writes and
-//! mode changes that clear hold.
+//! The desired state of each thermostat (what was last commanded, with the command's
+//! source and time) and the enforcement that keeps it on the unit through power cuts,
+//! dropped writes and mode changes that clear hold.
 //!
 //! [`classify`] names a difference between the desired and the reported state (pure),
 //! [`decide`] picks what to do about it under the thermostat's [`Policy`] (pure), and
@@ -26,7 +26,7 @@ use crate::control::SettingsChange;
 /// settings. Each re-apply already includes one resend (see `control::apply_change`).
 pub const REAPPLY_BUDGET: u32 = 3;
 
-/// What to do when a thermostat drifts from its desired state.
+/// The response to a thermostat that drifts from its desired state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
     /// Write the desired settings again after a reset, a dropped write or a clock jump.
