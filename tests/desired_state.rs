@@ -6,14 +6,24 @@
 
 mod support;
 
+#[path = "support/fake_cloud.rs"]
+#[allow(
+    dead_code,
+    reason = "this file uses only the fake server's basic state changes"
+)]
+mod fake_cloud;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use fake_cloud::FakeCloud;
+
 use support::daemon::{RunningDaemon, wait_for};
-use thermostat_server::config::Config;
+use thermostat_server::config::{Config, PublicServerConfig, Secret};
+use thermostat_server::desired::Policy;
 use thermostat_server::simulator::{Fleet, FleetOptions, Mode, ModelProfile, PostOptions};
 use thermostat_server::thermostat::DeviceAddress;
 
@@ -314,7 +324,7 @@ fn ignored_write_is_retried_then_reported() {
 }
 
 #[test]
-fn burst_of_five_commands_reaches_the_unit_as_two_writes() {
+fn command_burst_makes_two_writes() {
     let url = support::fresh_database_url("desired_burst");
     let fleet = start_fleet(vec![ModelProfile::Ct50]);
     let device = &fleet.devices()[0];
@@ -440,5 +450,156 @@ fn cool_setpoint_in_auto_depends_on_the_model() {
     let snapshot = ct80.handle().snapshot();
     assert_eq!(snapshot.mode, Mode::Auto);
     assert_eq!(snapshot.cool_target, 75.0);
+    daemon.stop();
+}
+
+/// Returns the `change_type` values the fake public server received for `uuid`.
+fn change_types_sent(cloud: &FakeCloud, uuid: &str) -> Vec<String> {
+    cloud
+        .state()
+        .state_changes
+        .iter()
+        .filter(|((id, _), _)| id == uuid)
+        .filter_map(|(_, reading)| reading["change_type"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn drift_reaches_the_public_server() {
+    const SITE: &str = "desired_site";
+    const TOKEN: &str = "site-token-desired-7f3a";
+    let url = support::fresh_database_url("desired_upstream");
+    let cloud = FakeCloud::start(SITE, TOKEN);
+    let fleet = start_fleet(vec![ModelProfile::Ct50]);
+    let device = &fleet.devices()[0];
+    let uuid = device.uuid().to_string();
+    let mut config = config(
+        &url,
+        &fleet,
+        Duration::from_millis(500),
+        Duration::from_millis(50),
+    );
+    let mut public_server = PublicServerConfig::new(&cloud.base_url());
+    public_server.ca_cert = Some(cloud.ca_file.clone());
+    public_server.request_timeout = Duration::from_secs(3);
+    public_server.state_change_wait = Duration::from_secs(1);
+    public_server.command_interval = Duration::from_millis(500);
+    public_server.results_interval = Duration::from_millis(300);
+    config.public_server = Some(public_server);
+    config.secrets.site_token = Some(Secret::new(TOKEN));
+    let daemon = RunningDaemon::start(config);
+    wait_until_polled(&daemon, &uuid);
+
+    // A command from the public server, then a power cut, then a change at the wall.
+    cloud.queue_command(json!({"command_id": "desired-1", "command": "set_state",
+        "thermostat_id": uuid, "params": {"t_heat": 71.5, "hold": 1},
+        "issued_at": "2026-01-01T00:00:00Z"}));
+    wait_for(LIMIT, "the command applied", || {
+        status(&daemon, &uuid)["desired"]["source"] == "public_server"
+    });
+    device.handle().power_cycle(Duration::ZERO);
+    wait_for(LIMIT, "the reset undone", || {
+        status(&daemon, &uuid)["drift"]["reapplied"] == 1
+    });
+    device
+        .handle()
+        .apply_tstat_post(r#"{"t_heat":73}"#)
+        .expect("wall change");
+
+    wait_for(LIMIT, "every drift state change upstream", || {
+        let sent = change_types_sent(&cloud, &uuid);
+        ["device_reset", "reapplied", "wall_change"]
+            .iter()
+            .all(|kind| sent.iter().any(|sent| sent == kind))
+    });
+    let sent = change_types_sent(&cloud, &uuid);
+    println!("change types sent: {sent:?}");
+    assert_eq!(device.handle().snapshot().heat_target, 73.0);
+    daemon.stop();
+}
+
+#[test]
+fn report_policy_never_writes() {
+    let url = support::fresh_database_url("desired_report_policy");
+    let fleet = start_fleet(vec![ModelProfile::Ct50]);
+    let device = &fleet.devices()[0];
+    let uuid = device.uuid();
+    let mut config = config(
+        &url,
+        &fleet,
+        Duration::from_millis(500),
+        Duration::from_millis(50),
+    );
+    config
+        .thermostats
+        .policies
+        .overrides
+        .insert(uuid.to_string(), Policy::Report);
+    let daemon = RunningDaemon::start(config);
+    wait_until_polled(&daemon, uuid);
+    assert_eq!(status(&daemon, uuid)["policy"], "report");
+
+    let (code, body) = set_temperature(&daemon, uuid, &json!({"t_heat": 71.5, "hold": true}));
+    assert_eq!(code, 200, "{body}");
+    device.handle().power_cycle(Duration::ZERO);
+    device.handle().reset_stats();
+    wait_for(LIMIT, "the reset reported", || {
+        status(&daemon, uuid)["drift"]["device_resets"] == 1
+    });
+    let noticed = polls(&daemon, uuid);
+    wait_for(LIMIT, "three more polls", || {
+        polls(&daemon, uuid) >= noticed + 3
+    });
+
+    assert!(device.handle().stats().post_bodies.is_empty(), "no write");
+    assert!(!device.handle().snapshot().hold);
+    let view = status(&daemon, uuid);
+    assert_eq!(view["drift"]["reapplied"], 0, "{view}");
+    assert_eq!(view["drift"]["device_resets"], 1, "reported once: {view}");
+    wait_for(LIMIT, "the stored reset", || {
+        events(&url, uuid, "device_reset") == (1, 1)
+    });
+    let mut db = support::connect(&url);
+    let policy: Option<String> = db
+        .query_one(
+            "SELECT policy FROM device_config WHERE thermostat_id = $1",
+            &[&uuid],
+        )
+        .expect("device_config row")
+        .get(0);
+    assert_eq!(policy.as_deref(), Some("report"));
+    daemon.stop();
+}
+
+#[test]
+fn desired_state_survives_a_restart() {
+    let Site { url, fleet, daemon } = start_site(
+        "desired_restart",
+        ModelProfile::Ct50,
+        Duration::from_millis(500),
+    );
+    let device = &fleet.devices()[0];
+    let uuid = device.uuid();
+    let (code, body) = set_temperature(&daemon, uuid, &json!({"t_heat": 71.5, "hold": true}));
+    assert_eq!(code, 200, "{body}");
+    daemon.stop();
+
+    // The power cut happens while the daemon is down.
+    device.handle().power_cycle(Duration::ZERO);
+    assert!(!device.handle().snapshot().hold);
+    let daemon = RunningDaemon::start(config(
+        &url,
+        &fleet,
+        Duration::from_millis(500),
+        Duration::from_millis(50),
+    ));
+
+    wait_for(LIMIT, "hold and setpoint back after the restart", || {
+        let now = device.handle().snapshot();
+        now.hold && now.heat_target == 71.5
+    });
+    let view = status(&daemon, uuid);
+    assert_eq!(view["desired"]["source"], "local_api", "{view}");
+    assert_eq!(view["drift"]["device_resets"], 1, "{view}");
     daemon.stop();
 }

@@ -144,8 +144,8 @@ fn thermostat_status(state: &ApiState, id: &ThermostatId) -> Reply {
     Reply::json(200, &thermostat_view(state, overview))
 }
 
-/// A thermostat's view with its polling status and, while it is polled, its desired
-/// state and drift.
+/// Builds a thermostat's view with its polling status and, while it is polled, its
+/// desired state and drift.
 fn thermostat_view(state: &ApiState, overview: &ThermostatOverview) -> Value {
     let id = &overview.record.id;
     let status = state.status.get(id);

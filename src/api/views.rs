@@ -146,6 +146,14 @@ pub fn config_json(config: &Config) -> Value {
         },
         "thermostats": {
             "addresses": config.thermostats.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "policy": config.thermostats.policies.default.name(),
+            "policy_overrides": config
+                .thermostats
+                .policies
+                .overrides
+                .iter()
+                .map(|(uuid, policy)| (uuid.clone(), Value::from(policy.name())))
+                .collect::<serde_json::Map<_, _>>(),
         },
         "retention": {
             "raw_days": config.retention.raw_days,

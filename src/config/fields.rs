@@ -104,6 +104,8 @@ impl<'a> Section<'a> {
     }
 
     /// Reads a table of strings, such as `{ "5cdad4000001" = "report" }`, in key order.
+    /// An entry that is not a string is reported and left out, so the caller still
+    /// checks the others.
     pub(super) fn string_table(
         &mut self,
         key: &'static str,
@@ -122,22 +124,16 @@ impl<'a> Section<'a> {
             }
         };
         let mut entries = Vec::with_capacity(table.len());
-        let mut valid = true;
         for (name, value) in table {
             match value {
                 Value::String(text) => entries.push((name.clone(), text.clone())),
                 other => {
                     let message = format!("expected a string, found {}", describe(other));
                     self.report(&format!("{key}.{}", quote(name)), message);
-                    valid = false;
                 }
             }
         }
-        if valid {
-            Field::Valid(entries)
-        } else {
-            Field::Invalid
-        }
+        Field::Valid(entries)
     }
 
     /// Reads a boolean (`true` or `false`).

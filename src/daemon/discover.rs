@@ -427,8 +427,8 @@ pub(super) fn api_scan_hook(runner: Arc<CommandDiscovery>) -> DiscoveryHook {
     })
 }
 
-/// Applies the configured `[defaults]` to a newly registered thermostat through the
-/// control path and records them in `device_config`. Does nothing without defaults.
+/// Stores the drift policy of a newly registered thermostat, then applies the configured
+/// `[defaults]` to it through its controller and records them in `device_config`.
 pub(super) async fn apply_defaults(
     id: &ThermostatId,
     registry: &Registry,
@@ -437,6 +437,9 @@ pub(super) async fn apply_defaults(
     store: &StoreHandle,
     shutdown: &Shutdown,
 ) {
+    if let Err(error) = store.record_policies(registry.policies()).await {
+        log::warn!("thermostat {id}: drift policy not stored in device_config: {error}");
+    }
     if defaults.is_empty() {
         return;
     }

@@ -53,7 +53,7 @@ pub async fn poll_thermostat(
 
 /// Polls the thermostat of `controller` until shutdown, comparing each reading with
 /// its desired state and writing that again through the controller when the policy
-/// says so. The first poll is due at `first_due`.
+/// allows it. The first poll is due at `first_due`.
 pub async fn poll_with_controller(
     controller: Arc<Controller>,
     first_due: Instant,

@@ -294,7 +294,7 @@ fn newest_per_thermostat(readings: &[Reading]) -> Vec<&Reading> {
 
 /// Stores the drift and re-apply events among `readings` in `desired_events` and brings
 /// `device_config` up to date: the reported settings, a change at the wall as the new
-/// desired state, and whether the unit holds its settings.
+/// desired state, and whether the unit keeps its settings.
 fn record_desired_events(
     transaction: &mut Transaction<'_>,
     readings: &[Reading],
