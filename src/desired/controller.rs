@@ -173,9 +173,10 @@ impl Controller {
         }
     }
 
-    /// Returns true while a command is being written or waits to be.
+    /// Returns true while a write is in flight. The desired state changes only when a
+    /// write ends, so a command still waiting does not affect a comparison.
     pub fn is_busy(&self) -> bool {
-        self.writer.try_lock().is_none() || self.lock_pending().change.is_some()
+        self.writer.try_lock().is_none()
     }
 
     /// Applies `change` from `source` through the pending-change slot and returns the
@@ -218,7 +219,13 @@ impl Controller {
             }) {
                 async_io::Timer::after(wait).await;
             }
-            let taken = std::mem::take(&mut *self.lock_pending());
+            let mut taken = std::mem::take(&mut *self.lock_pending());
+            // A caller that gave up (an API deadline) no longer waits for its change,
+            // so a change nobody waits for is dropped instead of written late.
+            taken.waiters.retain(|waiter| !waiter.is_closed());
+            if taken.waiters.is_empty() {
+                taken.change = None;
+            }
             if let Some(merged) = taken.change {
                 let model = taken.model.unwrap_or(model);
                 if taken.waiters.len() > 1 {
