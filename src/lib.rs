@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod desired;
 pub mod device;
 pub mod discovery;
 pub mod health;

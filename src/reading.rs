@@ -136,6 +136,19 @@ pub enum ChangeType {
     Fan,
     HvacState,
     Temperature,
+    /// A person changed a commanded setting at the wall; the change is kept.
+    WallChange,
+    /// The unit lost its commanded settings the way a power cut does: hold dropped and
+    /// the program's setpoint came back.
+    DeviceReset,
+    /// The unit never took a commanded setting, though it answered the write.
+    WriteDropped,
+    /// The unit's clock jumped and its commanded settings changed with it.
+    ClockJump,
+    /// The commanded settings were written again and read back as commanded.
+    Reapplied,
+    /// Re-applying the commanded settings failed every time the retry budget allows.
+    NotHolding,
 }
 
 impl ChangeType {
@@ -149,7 +162,26 @@ impl ChangeType {
             Self::Fan => "fan",
             Self::HvacState => "hvac_state",
             Self::Temperature => "temperature",
+            Self::WallChange => "wall_change",
+            Self::DeviceReset => "device_reset",
+            Self::WriteDropped => "write_dropped",
+            Self::ClockJump => "clock_jump",
+            Self::Reapplied => "reapplied",
+            Self::NotHolding => "not_holding",
         }
+    }
+
+    /// Returns whether this change concerns the desired state: drift or enforcement.
+    pub fn is_desired_state(self) -> bool {
+        matches!(
+            self,
+            Self::WallChange
+                | Self::DeviceReset
+                | Self::WriteDropped
+                | Self::ClockJump
+                | Self::Reapplied
+                | Self::NotHolding
+        )
     }
 }
 

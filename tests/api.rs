@@ -707,11 +707,19 @@ fn unreachable_thermostat_gives_502() {
     assert_eq!(answer.status, 502, "{}", answer.body);
     assert!(answer.error().contains(&uuid), "{}", answer.body);
 
+    // The command stays the desired state, so the poll task writes it once the unit
+    // answers again.
     let mut db = support::connect(&url);
-    let recorded: i64 = db
-        .query_one("SELECT count(*) FROM device_config", &[])
-        .expect("count device_config")
-        .get(0);
-    assert_eq!(recorded, 0);
+    let row = db
+        .query_one(
+            "SELECT tmode, source FROM device_config WHERE thermostat_id = $1",
+            &[&uuid],
+        )
+        .expect("device_config row");
+    assert_eq!(row.get::<_, Option<i16>>(0), Some(2));
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("local_api")
+    );
     daemon.stop();
 }

@@ -9,6 +9,7 @@ use thermostat_server::config::{
     self, API_TOKEN_VAR, Config, ConfigErrors, DB_PASSWORD_VAR, EX_CONFIG, EX_NOINPUT, Loaded,
     Problem, SITE_TOKEN_VAR, Secret, WEATHER_API_KEY_VAR,
 };
+use thermostat_server::desired::Policy;
 
 const SITE: &str = "site_id = \"test_site\"";
 const DATABASE_URL: &str = "postgresql://thermostat@127.0.0.1:5432/thermostat";
@@ -1316,4 +1317,54 @@ fn defaults_invalid_values_reported_by_key() {
     assert!(keys.contains(&"defaults.t_heat"), "{keys:?}");
     assert!(keys.contains(&"defaults.hold"), "{keys:?}");
     assert!(keys.contains(&"defaults.speed"), "{keys:?}");
+}
+
+#[test]
+fn drift_policy_and_overrides_parse() {
+    let text = config_with(
+        "thermostats",
+        "policy = \"report\"\npolicy_overrides = { \"5cdad4000001\" = \"enforce\", \"5cdad4000002\" = \"off\" }",
+    );
+    let policies = accept(&text).config.thermostats.policies;
+    assert_eq!(policies.default, Policy::Report);
+    assert_eq!(
+        policies.overrides.get("5cdad4000001"),
+        Some(&Policy::Enforce)
+    );
+    assert_eq!(policies.overrides.get("5cdad4000002"), Some(&Policy::Off));
+    assert_eq!(
+        accept(&minimal()).config.thermostats.policies.default,
+        Policy::Enforce
+    );
+}
+
+#[test]
+fn invalid_drift_policies_name_the_key() {
+    let text = config_with(
+        "thermostats",
+        "policy = \"always\"\npolicy_overrides = { \"not a uuid\" = \"off\", \"5cdad4000001\" = \"sometimes\", \"5cdad4000002\" = 3 }",
+    );
+    let errors = reject(&text);
+    assert!(
+        find(&errors, "thermostats.policy")
+            .message
+            .contains("\"enforce\", \"report\" or \"off\""),
+        "{errors}"
+    );
+    let keys = problem_keys(&errors);
+    assert_eq!(keys.len(), 4, "{errors}");
+    assert!(
+        keys.iter()
+            .any(|key| key.starts_with("thermostats.policy_overrides.")
+                && key.contains("not a uuid")),
+        "{errors}"
+    );
+    assert!(
+        keys.iter().any(|key| key.contains("5cdad4000001")),
+        "{errors}"
+    );
+    assert!(
+        keys.iter().any(|key| key.contains("5cdad4000002")),
+        "{errors}"
+    );
 }

@@ -15,8 +15,9 @@ use super::body::{
 use super::reply::Reply;
 use super::routes::{self, Route};
 use super::{ApiState, header, metrics, page, views};
-use crate::control::{Applied, ControlError, SettingsChange, apply_change};
-use crate::device::{DeviceLink, ModelProfile};
+use crate::control::{Applied, ControlError, SettingsChange};
+use crate::desired::Controller;
+use crate::device::ModelProfile;
 use crate::store::{StoreError, ThermostatOverview};
 use crate::thermostat::ThermostatId;
 
@@ -127,10 +128,7 @@ fn list_thermostats(state: &ApiState) -> Reply {
     };
     let list: Vec<Value> = overviews
         .iter()
-        .map(|overview| {
-            let status = state.status.get(&overview.record.id);
-            views::thermostat_json(overview, status.as_ref())
-        })
+        .map(|overview| thermostat_view(state, overview))
         .collect();
     Reply::json(200, &json!({ "count": list.len(), "thermostats": list }))
 }
@@ -143,14 +141,27 @@ fn thermostat_status(state: &ApiState, id: &ThermostatId) -> Reply {
     let Some(overview) = overviews.first() else {
         return not_found(id);
     };
+    Reply::json(200, &thermostat_view(state, overview))
+}
+
+/// Builds a thermostat's view with its polling status and, while it is polled, its
+/// desired state and drift.
+fn thermostat_view(state: &ApiState, overview: &ThermostatOverview) -> Value {
+    let id = &overview.record.id;
     let status = state.status.get(id);
-    Reply::json(200, &views::thermostat_json(overview, status.as_ref()))
+    let mut view = views::thermostat_json(overview, status.as_ref());
+    if let (Some(controller), Some(object)) = (state.registry.controller(id), view.as_object_mut())
+        && let Value::Object(desired) = views::desired_json(&controller.snapshot())
+    {
+        object.extend(desired);
+    }
+    view
 }
 
 /// Applies a validated change through the thermostat's `DeviceLink`, verifies it by
 /// reading back, and records it in `device_config`.
 fn control(state: &ApiState, id: &ThermostatId, change: &SettingsChange) -> Reply {
-    let Some(link) = state.registry.link(id) else {
+    let Some(controller) = state.registry.controller(id) else {
         return not_found(id);
     };
     let model = match load_overviews(state, Some(id)) {
@@ -164,13 +175,17 @@ fn control(state: &ApiState, id: &ThermostatId, change: &SettingsChange) -> Repl
         "local API: applying {} to thermostat {id}",
         change.describe()
     );
-    let applied = match apply_within_deadline(state, &link, model, id, change) {
+    let applied = apply_within_deadline(state, &controller, model, id, change);
+    // The change is the desired state unless the model cannot make it, so it is
+    // recorded even when the unit did not take it: the poll task keeps trying.
+    let refused = matches!(&applied, Err((ControlError::Unsupported(_), _)));
+    let recorded = !refused && record_applied(state, id, change);
+    let applied = match applied {
         Ok(applied) => applied,
-        Err(reply) => return reply,
+        Err((_, reply)) => return reply,
     };
     let now = state.clock.now();
     state.status.record_state(id, now, applied.state);
-    let recorded = record_applied(state, id, change);
     log::info!(
         "local API: thermostat {id} applied {} in {} write(s)",
         change.describe(),
@@ -189,17 +204,18 @@ fn control(state: &ApiState, id: &ThermostatId, change: &SettingsChange) -> Repl
     )
 }
 
-/// Runs [`apply_change`] on this worker thread, at most `ApiState::control_deadline`.
+/// Runs the change through the thermostat's controller on this worker thread, at most
+/// `ApiState::control_deadline`.
 fn apply_within_deadline(
     state: &ApiState,
-    link: &DeviceLink,
+    controller: &Controller,
     model: ModelProfile,
     id: &ThermostatId,
     change: &SettingsChange,
-) -> Result<Applied, Reply> {
+) -> Result<Applied, (ControlError, Reply)> {
     let deadline = state.control_deadline;
     let applying = futures_lite::future::or(
-        async { Some(apply_change(link, model, change).await) },
+        async { Some(controller.submit(*change, model, "local_api").await) },
         async {
             async_io::Timer::after(deadline).await;
             None
@@ -207,18 +223,21 @@ fn apply_within_deadline(
     );
     match async_io::block_on(applying) {
         Some(Ok(applied)) => Ok(applied),
-        Some(Err(error)) => Err(control_error(id, &error)),
+        Some(Err(error)) => Err((error.clone(), control_error(id, &error))),
         None => {
             log::warn!(
                 "local API: change {} to thermostat {id} timed out after {} s",
                 change.describe(),
                 deadline.as_secs()
             );
-            Err(Reply::error(
-                504,
-                format!(
-                    "thermostat {id} did not finish the change within {} s; it may be partly applied, so check GET /api/thermostats/{id}/status",
-                    deadline.as_secs()
+            Err((
+                ControlError::Interrupted,
+                Reply::error(
+                    504,
+                    format!(
+                        "thermostat {id} did not finish the change within {} s; it may be partly applied, so check GET /api/thermostats/{id}/status",
+                        deadline.as_secs()
+                    ),
                 ),
             ))
         }
@@ -248,7 +267,7 @@ fn control_error(id: &ThermostatId, error: &ControlError) -> Reply {
     log::warn!("local API: change to thermostat {id} failed: {error}");
     match error {
         ControlError::Unsupported(_) => Reply::error(409, format!("thermostat {id}: {error}")),
-        ControlError::Device(_) | ControlError::NotApplied(_) => {
+        ControlError::Device(_) | ControlError::NotApplied(_) | ControlError::Interrupted => {
             Reply::error(502, format!("thermostat {id}: {error}"))
         }
     }

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::ApiState;
 use super::reply::{PROMETHEUS_TEXT, Reply};
+use crate::desired::DesiredSnapshot;
 use crate::health::HealthSnapshot;
 use crate::poll::ThermostatStatus;
 use crate::poll::status::{LATENCY_BUCKETS, LatencyHistogram};
@@ -28,6 +29,8 @@ pub struct MetricsInput {
     pub public_server: Option<crate::sync::LinkReport>,
     /// The rows waiting for the public server; `None` without sync or while the database is away.
     pub sync_backlog: Option<crate::store::SyncBacklog>,
+    /// The desired state and drift counters of each polled thermostat.
+    pub desired: Vec<(ThermostatId, DesiredSnapshot)>,
 }
 
 pub fn metrics(state: &ApiState) -> Reply {
@@ -45,6 +48,12 @@ pub fn metrics(state: &ApiState) -> Reply {
             .public_server
             .as_ref()
             .and_then(|_| async_io::block_on(state.store.sync_backlog()).ok()),
+        desired: state
+            .registry
+            .controllers()
+            .iter()
+            .map(|controller| (controller.id().clone(), controller.snapshot()))
+            .collect(),
     };
     Reply {
         status: 200,
@@ -73,6 +82,7 @@ pub fn render(input: &MetricsInput) -> String {
     per_thermostat(&mut out, input, PER_THERMOSTAT_FAILURES);
     per_thermostat(&mut out, input, PER_THERMOSTAT_ONLINE);
     histogram(&mut out, &input.latency);
+    desired_state(&mut out, &input.desired);
 
     for (name, kind, help, value) in unlabelled(input) {
         family(&mut out, name, kind, help);
@@ -235,6 +245,74 @@ fn per_thermostat(out: &mut String, input: &MetricsInput, metric: PerThermostat)
     }
 }
 
+/// A desired-state metric with one series per thermostat: name, type, help and value.
+type PerDesired = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DesiredSnapshot) -> u64,
+);
+
+/// The drift and enforcement series of each thermostat.
+fn desired_state(out: &mut String, desired: &[(ThermostatId, DesiredSnapshot)]) {
+    let name = "thermostat_drift_events_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Differences from the desired state since start, by kind.",
+    );
+    for (id, snapshot) in desired {
+        let counters = &snapshot.counters;
+        let kinds = [
+            ("wall_change", counters.wall_changes),
+            ("device_reset", counters.resets),
+            ("write_dropped", counters.dropped_writes),
+            ("clock_jump", counters.clock_jumps),
+        ];
+        for (kind, value) in kinds {
+            let series = format!(
+                "{name}{{thermostat_id=\"{}\",kind=\"{kind}\"}}",
+                escape(id.as_str())
+            );
+            sample(out, &series, value);
+        }
+    }
+    let single: [PerDesired; 4] = [
+        (
+            "thermostat_reapplied_total",
+            "counter",
+            "Desired settings written again and read back as commanded.",
+            |snapshot| snapshot.counters.reapplied,
+        ),
+        (
+            "thermostat_reapply_failures_total",
+            "counter",
+            "Writes of the desired settings that failed.",
+            |snapshot| snapshot.counters.reapply_failures,
+        ),
+        (
+            "thermostat_commands_coalesced_total",
+            "counter",
+            "Commands merged into a change already waiting for the thermostat.",
+            |snapshot| snapshot.counters.coalesced_commands,
+        ),
+        (
+            "thermostat_holding_settings",
+            "gauge",
+            "1 while the thermostat holds its desired settings, 0 after the retry budget ran out.",
+            |snapshot| u64::from(snapshot.holding_settings),
+        ),
+    ];
+    for (name, kind, help, value) in single {
+        family(out, name, kind, help);
+        for (id, snapshot) in desired {
+            let series = format!("{name}{{thermostat_id=\"{}\"}}", escape(id.as_str()));
+            sample(out, &series, value(snapshot));
+        }
+    }
+}
+
 fn histogram(out: &mut String, latency: &LatencyHistogram) {
     let name = "thermostat_poll_duration_seconds";
     family(
@@ -297,7 +375,7 @@ mod tests {
                 database_writes: 40,
                 database_write_micros: 120_000,
             },
-            statuses: vec![(id, status)],
+            statuses: vec![(id.clone(), status)],
             latency,
             sample_queue: 0,
             request_queue: 0,
@@ -311,7 +389,46 @@ mod tests {
                 command_results: 1,
                 parked: 0,
             }),
+            desired: vec![(
+                id,
+                DesiredSnapshot {
+                    settings: crate::control::SettingsChange::default(),
+                    source: Some("local_api".into()),
+                    commanded_at: None,
+                    policy: crate::desired::Policy::Enforce,
+                    holding_settings: false,
+                    failed_reapplies: 3,
+                    drift_fields: vec!["hold"],
+                    counters: crate::desired::DriftCounters {
+                        resets: 2,
+                        reapplied: 1,
+                        ..Default::default()
+                    },
+                },
+            )],
         }
+    }
+
+    #[test]
+    fn drift_counters_and_holding_flag_are_exported() {
+        let text = render(&input());
+        let id = "thermostat_id=\"5cdad4000001\"";
+        assert_eq!(
+            value_of(
+                &text,
+                &format!("thermostat_drift_events_total{{{id},kind=\"device_reset\"}}")
+            )
+            .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            value_of(&text, &format!("thermostat_reapplied_total{{{id}}}")).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value_of(&text, &format!("thermostat_holding_settings{{{id}}}")).as_deref(),
+            Some("0")
+        );
     }
 
     fn value_of(text: &str, series: &str) -> Option<String> {

@@ -76,6 +76,38 @@ pub fn thermostat_json(overview: &ThermostatOverview, status: Option<&Thermostat
     })
 }
 
+/// Builds the desired-state part of a thermostat's view: `desired` (the commanded
+/// settings, who commanded them and when), `policy`, `holding_settings` and `drift`
+/// (the fields that differ now and the counters since start).
+pub fn desired_json(snapshot: &crate::desired::DesiredSnapshot) -> Value {
+    let settings = &snapshot.settings;
+    let counters = &snapshot.counters;
+    json!({
+        "desired": {
+            "tmode": settings.tmode.map(|mode| mode.code()),
+            "t_heat": settings.t_heat,
+            "t_cool": settings.t_cool,
+            "fmode": settings.fmode.map(|mode| mode.code()),
+            "hold": settings.hold,
+            "source": snapshot.source,
+            "commanded_at": snapshot.commanded_at.map(|ts| ts.to_string()),
+        },
+        "policy": snapshot.policy.name(),
+        "holding_settings": snapshot.holding_settings,
+        "drift": {
+            "fields": snapshot.drift_fields,
+            "wall_changes": counters.wall_changes,
+            "device_resets": counters.resets,
+            "dropped_writes": counters.dropped_writes,
+            "clock_jumps": counters.clock_jumps,
+            "reapplied": counters.reapplied,
+            "reapply_failures": counters.reapply_failures,
+            "failed_reapplies_in_a_row": snapshot.failed_reapplies,
+            "coalesced_commands": counters.coalesced_commands,
+        },
+    })
+}
+
 /// Builds the JSON of a thermostat's polling status.
 pub fn polling_json(status: &ThermostatStatus) -> Value {
     json!({
@@ -114,6 +146,14 @@ pub fn config_json(config: &Config) -> Value {
         },
         "thermostats": {
             "addresses": config.thermostats.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "policy": config.thermostats.policies.default.name(),
+            "policy_overrides": config
+                .thermostats
+                .policies
+                .overrides
+                .iter()
+                .map(|(uuid, policy)| (uuid.clone(), Value::from(policy.name())))
+                .collect::<serde_json::Map<_, _>>(),
         },
         "retention": {
             "raw_days": config.retention.raw_days,

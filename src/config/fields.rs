@@ -103,6 +103,39 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// Reads a table of strings, such as `{ "5cdad4000001" = "report" }`, in key order.
+    /// An entry that is not a string is reported and left out, so the caller still
+    /// checks the others.
+    pub(super) fn string_table(
+        &mut self,
+        key: &'static str,
+        example: &str,
+    ) -> Field<Vec<(String, String)>> {
+        let table = match self.value(key) {
+            None => return Field::Absent,
+            Some(Value::Table(table)) => table,
+            Some(other) => {
+                let message = format!(
+                    "expected a table such as {example}, found {}",
+                    describe(other)
+                );
+                self.report(key, message);
+                return Field::Invalid;
+            }
+        };
+        let mut entries = Vec::with_capacity(table.len());
+        for (name, value) in table {
+            match value {
+                Value::String(text) => entries.push((name.clone(), text.clone())),
+                other => {
+                    let message = format!("expected a string, found {}", describe(other));
+                    self.report(&format!("{key}.{}", quote(name)), message);
+                }
+            }
+        }
+        Field::Valid(entries)
+    }
+
     /// Reads a boolean (`true` or `false`).
     pub(super) fn boolean(&mut self, key: &'static str) -> Field<bool> {
         match self.value(key) {

@@ -171,6 +171,9 @@ impl Default for PollingConfig {
 pub struct ThermostatsConfig {
     /// Thermostats polled from start-up, before discovery finds any; no duplicates.
     pub addresses: Vec<DeviceAddress>,
+    /// The drift policy (`policy`, default `enforce`) and its per-uuid overrides
+    /// (`policy_overrides`).
+    pub policies: crate::desired::Policies,
 }
 
 /// The `[retention]` section.

@@ -16,7 +16,8 @@ use super::{
     ApiConfig, Config, ConfigErrors, DatabaseConfig, Loaded, LogConfig, PollingConfig, Problem,
     RetentionConfig, SiteConfig, ThermostatsConfig, resolve_path,
 };
-use crate::thermostat::DeviceAddress;
+use crate::desired::{Policies, Policy};
+use crate::thermostat::{DeviceAddress, ThermostatId};
 
 const SITE_KEYS: &[&str] = &["site_id", "name", "time_zone"];
 const DATABASE_KEYS: &[&str] = &[
@@ -32,7 +33,7 @@ const POLLING_KEYS: &[&str] = &[
     "offline_after_failures",
     "max_backoff_seconds",
 ];
-const THERMOSTATS_KEYS: &[&str] = &["addresses"];
+const THERMOSTATS_KEYS: &[&str] = &["addresses", "policy", "policy_overrides"];
 const RETENTION_KEYS: &[&str] = &["raw_days", "minute_days", "hour"];
 const API_KEYS: &[&str] = &["listen", "allowed_hosts"];
 const LOG_KEYS: &[&str] = &["level"];
@@ -437,8 +438,48 @@ fn read_thermostats(root: &Table, report: &mut Report) -> ThermostatsConfig {
         }
     }
 
+    let policies = read_policies(&mut section);
     section.finish(SECTIONS);
-    ThermostatsConfig { addresses }
+    ThermostatsConfig {
+        addresses,
+        policies,
+    }
+}
+
+/// Reads `policy` and `policy_overrides`, the drift policy by thermostat uuid.
+fn read_policies(section: &mut Section<'_>) -> Policies {
+    let parse = |section: &mut Section<'_>, key: &str, text: &str| {
+        let policy = Policy::parse(text);
+        if policy.is_none() {
+            let message = format!("expected {}, found {}", Policy::NAMES, quote(text));
+            section.report(key, message);
+        }
+        policy
+    };
+    let default = match section.string("policy", Policy::NAMES) {
+        Field::Valid(text) => parse(section, "policy", &text).unwrap_or_default(),
+        _ => Policy::default(),
+    };
+    let example = "{ \"5cdad4000001\" = \"report\" }";
+    let entries = match section.string_table("policy_overrides", example) {
+        Field::Valid(entries) => entries,
+        _ => Vec::new(),
+    };
+    let mut overrides = std::collections::BTreeMap::new();
+    for (uuid, text) in entries {
+        let key = format!("policy_overrides.{}", quote(&uuid));
+        let id = match ThermostatId::parse(&uuid) {
+            Ok(id) => id,
+            Err(error) => {
+                section.report(&key, format!("{error}; use the uuid from GET /sys"));
+                continue;
+            }
+        };
+        if let Some(policy) = parse(section, &key, &text) {
+            overrides.insert(id.as_str().to_string(), policy);
+        }
+    }
+    Policies { default, overrides }
 }
 
 fn read_retention(root: &Table, report: &mut Report) -> RetentionConfig {

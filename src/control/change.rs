@@ -98,6 +98,18 @@ impl SettingsChange {
         Ok(change)
     }
 
+    /// Returns this change with `later` laid over it: each field takes the latest value
+    /// given, so a burst of commands becomes one change.
+    pub fn merged_with(&self, later: &SettingsChange) -> SettingsChange {
+        SettingsChange {
+            tmode: later.tmode.or(self.tmode),
+            t_heat: later.t_heat.or(self.t_heat),
+            t_cool: later.t_cool.or(self.t_cool),
+            fmode: later.fmode.or(self.fmode),
+            hold: later.hold.or(self.hold),
+        }
+    }
+
     /// Returns the change as the device's JSON fields, for logs and `device_config`.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -206,6 +218,29 @@ mod tests {
         for (requested, expected) in cases {
             assert_eq!(round_setpoint(requested), expected, "{requested}");
         }
+    }
+
+    #[test]
+    fn merge_keeps_the_latest_value_of_each_field() {
+        let first = SettingsChange {
+            tmode: Some(Tmode::Heat),
+            t_heat: Some(68.0),
+            hold: Some(true),
+            ..Default::default()
+        };
+        let later = SettingsChange {
+            t_heat: Some(70.0),
+            fmode: Some(Fmode::On),
+            ..Default::default()
+        };
+        let merged = first.merged_with(&later);
+        assert_eq!(merged.tmode, Some(Tmode::Heat));
+        assert_eq!(merged.t_heat, Some(70.0));
+        assert_eq!(merged.fmode, Some(Fmode::On));
+        assert_eq!(merged.hold, Some(true));
+        assert_eq!(merged.t_cool, None);
+        assert_eq!(SettingsChange::default().merged_with(&first), first);
+        assert_eq!(first.merged_with(&SettingsChange::default()), first);
     }
 
     #[test]

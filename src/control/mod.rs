@@ -24,6 +24,9 @@ pub enum ControlError {
     Device(DeviceError),
     /// The thermostat still reports other settings after one retry.
     NotApplied(Vec<Mismatch>),
+    /// The write carrying this change stopped before it finished (shutdown or a
+    /// deadline), so its outcome is unknown.
+    Interrupted,
 }
 
 impl fmt::Display for ControlError {
@@ -39,6 +42,9 @@ impl fmt::Display for ControlError {
                     list.join(", ")
                 )
             }
+            Self::Interrupted => f.write_str(
+                "the write carrying this change was interrupted; read the thermostat's status to see what it holds",
+            ),
         }
     }
 }

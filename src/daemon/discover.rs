@@ -12,7 +12,7 @@ use futures_lite::future;
 
 use crate::api::DiscoveryHook;
 use crate::config::DiscoveryConfig;
-use crate::control::{SettingsChange, apply_change};
+use crate::control::SettingsChange;
 use crate::device::{DeviceLink, ModelProfile};
 use crate::discovery::run::discover;
 use crate::discovery::run::{database_phase, udp_phase};
@@ -263,7 +263,15 @@ impl DiscoveryService {
         if self.config.sync_clock {
             self.sync_clock(id, link).await;
         }
-        apply_defaults(id, link, model, &self.defaults, &self.store, &self.shutdown).await;
+        apply_defaults(
+            id,
+            &self.registry,
+            model,
+            &self.defaults,
+            &self.store,
+            &self.shutdown,
+        )
+        .await;
     }
 
     /// Sets the clock of a newly registered thermostat, through its polling link.
@@ -419,22 +427,29 @@ pub(super) fn api_scan_hook(runner: Arc<CommandDiscovery>) -> DiscoveryHook {
     })
 }
 
-/// Applies the configured `[defaults]` to a newly registered thermostat through the
-/// control path and records them in `device_config`. Does nothing without defaults.
+/// Stores the drift policy of a newly registered thermostat, then applies the configured
+/// `[defaults]` to it through its controller and records them in `device_config`.
 pub(super) async fn apply_defaults(
     id: &ThermostatId,
-    link: &DeviceLink,
+    registry: &Registry,
     model: &str,
     defaults: &SettingsChange,
     store: &StoreHandle,
     shutdown: &Shutdown,
 ) {
+    if let Err(error) = store.record_policies(registry.policies()).await {
+        log::warn!("thermostat {id}: drift policy not stored in device_config: {error}");
+    }
     if defaults.is_empty() {
         return;
     }
+    let Some(controller) = registry.controller(id) else {
+        log::debug!("thermostat {id}: not polled, so the configured defaults wait");
+        return;
+    };
     let profile = ModelProfile::from_model(model);
     match shutdown
-        .or_stop(apply_change(link, profile, defaults))
+        .or_stop(controller.submit(*defaults, profile, "defaults"))
         .await
     {
         None => {}

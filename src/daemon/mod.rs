@@ -142,6 +142,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         context.clone(),
         link_options(config),
     ));
+    registry.set_policies(config.thermostats.policies.clone());
 
     let discovery = discover::DiscoveryService {
         store: store.handle(),

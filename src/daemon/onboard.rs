@@ -33,6 +33,7 @@ pub async fn start_polling(
         return;
     };
     log::info!("{} active thermostat(s) in the database", known.len());
+    restore_desired(&store, &registry).await;
     for record in &known {
         registry.ensure_polling(&record.id, record.address, None);
     }
@@ -50,6 +51,23 @@ pub async fn start_polling(
             shutdown.clone(),
         );
         registry.spawn(task);
+    }
+}
+
+/// Stores the configured drift policies and hands the stored desired states to the
+/// registry before polling starts. A failure is logged: polling starts without them.
+async fn restore_desired(store: &StoreHandle, registry: &Registry) {
+    if let Err(error) = store.record_policies(registry.policies()).await {
+        log::warn!("drift policies not stored in device_config: {error}");
+    }
+    match store.load_desired().await {
+        Ok(stored) => {
+            log::info!("{} stored desired state(s) loaded", stored.len());
+            registry.restore_desired(stored);
+        }
+        Err(error) => log::warn!(
+            "stored desired states not loaded, so drift is judged from new commands only: {error}"
+        ),
     }
 }
 
@@ -105,11 +123,13 @@ async fn onboard_address(
                             stored.name
                         );
                         let is_new = registry.link(&stored.id).is_none();
-                        let link = registry.ensure_polling(&stored.id, address, Some(link));
+                        registry.ensure_polling(&stored.id, address, Some(link));
                         if is_new {
                             let model = stored.model.as_str();
-                            apply_defaults(&stored.id, &link, model, &defaults, &store, &shutdown)
-                                .await;
+                            apply_defaults(
+                                &stored.id, &registry, model, &defaults, &store, &shutdown,
+                            )
+                            .await;
                         }
                         return;
                     }

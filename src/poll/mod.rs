@@ -13,4 +13,4 @@ pub mod task;
 
 pub use registry::Registry;
 pub use status::{StatusBoard, ThermostatStatus};
-pub use task::{PollContext, ReadingSink, poll_thermostat};
+pub use task::{PollContext, ReadingSink, poll_thermostat, poll_with_controller};

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::task::{PollContext, poll_thermostat};
+use super::task::{PollContext, poll_with_controller};
+use crate::desired::{Controller, Policies, StoredDesired};
 use crate::device::{DeviceLink, LinkOptions};
 use crate::thermostat::{DeviceAddress, ThermostatId};
 
@@ -21,7 +22,10 @@ pub struct Registry {
     executor: Weak<smol::Executor<'static>>,
     context: Arc<PollContext>,
     link_options: LinkOptions,
-    links: Mutex<HashMap<ThermostatId, Arc<DeviceLink>>>,
+    links: Mutex<HashMap<ThermostatId, Arc<Controller>>>,
+    policies: Mutex<Policies>,
+    /// Desired states loaded from the database, taken by each controller as it starts.
+    stored_desired: Mutex<HashMap<ThermostatId, StoredDesired>>,
 }
 
 impl Registry {
@@ -35,12 +39,55 @@ impl Registry {
             context,
             link_options,
             links: Mutex::new(HashMap::new()),
+            policies: Mutex::new(Policies::default()),
+            stored_desired: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the drift policies, for thermostats polled from now on and those polled now.
+    pub fn set_policies(&self, policies: Policies) {
+        for (id, controller) in self.lock().iter() {
+            controller.set_policy(policies.for_id(id));
+        }
+        *lock(&self.policies) = policies;
+    }
+
+    pub fn policies(&self) -> Policies {
+        lock(&self.policies).clone()
+    }
+
+    /// Hands the desired states stored in the database to the controllers, now for
+    /// those polled and at start for the others.
+    pub fn restore_desired(&self, stored: Vec<(ThermostatId, StoredDesired)>) {
+        let links = self.lock();
+        let mut waiting = lock(&self.stored_desired);
+        for (id, desired) in stored {
+            match links.get(&id) {
+                Some(controller) => controller.restore(&desired),
+                None => {
+                    waiting.insert(id, desired);
+                }
+            }
+        }
+    }
+
+    /// Returns the controller of `id`, through which every settings write goes.
+    pub fn controller(&self, id: &ThermostatId) -> Option<Arc<Controller>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Returns every controller, sorted by uuid.
+    pub fn controllers(&self) -> Vec<Arc<Controller>> {
+        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        all.sort_by(|a, b| a.id().cmp(b.id()));
+        all
     }
 
     /// Returns the link of `id`, if it is being polled.
     pub fn link(&self, id: &ThermostatId) -> Option<Arc<DeviceLink>> {
-        self.lock().get(id).cloned()
+        self.lock()
+            .get(id)
+            .map(|controller| controller.link().clone())
     }
 
     /// Returns the id polled at `address`, if any.
@@ -48,7 +95,7 @@ impl Registry {
         let links = self.lock();
         links
             .iter()
-            .find(|(_, link)| link.address() == address)
+            .find(|(_, controller)| controller.link().address() == address)
             .map(|(id, _)| id.clone())
     }
 
@@ -71,6 +118,7 @@ impl Registry {
     ) -> Arc<DeviceLink> {
         let mut links = self.lock();
         if let Some(existing) = links.get(id) {
+            let existing = existing.link();
             if existing.address() != address {
                 log::info!(
                     "thermostat {id}: address changed from {} to {address}",
@@ -84,7 +132,17 @@ impl Registry {
         let link = link.unwrap_or_else(|| Arc::new(DeviceLink::new(address, self.link_options)));
         link.set_address(address);
         let first_due = Instant::now() + self.spread_offset(links.len());
-        links.insert(id.clone(), link.clone());
+        let policy = lock(&self.policies).for_id(id);
+        let controller = Arc::new(Controller::new(
+            id.clone(),
+            link.clone(),
+            self.context.clock.clone(),
+            policy,
+        ));
+        if let Some(stored) = lock(&self.stored_desired).remove(id) {
+            controller.restore(&stored);
+        }
+        links.insert(id.clone(), controller.clone());
         self.context
             .health
             .set_thermostats_known(links.len() as u64);
@@ -94,7 +152,7 @@ impl Registry {
             "thermostat {id} at {address}: polling every {} s",
             self.context.schedule.interval.as_secs_f32()
         );
-        let task = poll_thermostat(id.clone(), link.clone(), first_due, self.context.clone());
+        let task = poll_with_controller(controller, first_due, self.context.clone());
         match self.executor.upgrade() {
             Some(executor) => executor.spawn(task).detach(),
             None => log::debug!("thermostat {id}: not polled, the daemon is stopping"),
@@ -117,9 +175,13 @@ impl Registry {
         self.context.schedule.interval.mul_f64(fraction)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ThermostatId, Arc<DeviceLink>>> {
-        self.links
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ThermostatId, Arc<Controller>>> {
+        lock(&self.links)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -9,6 +9,7 @@ use super::change::{ChangeType, StateChange, detect_change, merge_known};
 use super::schedule::{Outcome, PollSchedule, ScheduleOptions, Transition};
 use super::status::StatusBoard;
 use crate::clock::Clock;
+use crate::desired::{self, Action, Controller, Drift, Policy, ReapplyOutcome};
 use crate::device::{DeviceError, DeviceLink, FieldNote, NoteKind, TstatReply};
 use crate::health::Health;
 use crate::reading::{PollFailure, Reading, ThermostatState};
@@ -38,18 +39,34 @@ pub struct PollContext {
     pub went_offline: Option<async_channel::Sender<ThermostatId>>,
 }
 
-/// Polls one thermostat until shutdown. The first poll is due at `first_due`.
+/// Polls one thermostat until shutdown, without a desired state to keep (policy
+/// `off`). The first poll is due at `first_due`.
 pub async fn poll_thermostat(
     id: ThermostatId,
     link: Arc<DeviceLink>,
     first_due: Instant,
     context: Arc<PollContext>,
 ) {
+    let controller = Controller::new(id, link, context.clock.clone(), Policy::Off);
+    poll_with_controller(Arc::new(controller), first_due, context).await;
+}
+
+/// Polls the thermostat of `controller` until shutdown, comparing each reading with
+/// its desired state and writing that again through the controller when the policy
+/// allows it. The first poll is due at `first_due`.
+pub async fn poll_with_controller(
+    controller: Arc<Controller>,
+    first_due: Instant,
+    context: Arc<PollContext>,
+) {
+    let link = controller.link().clone();
     let mut poller = Poller {
-        id,
+        id: controller.id().clone(),
         schedule: PollSchedule::new(context.schedule, first_due),
         baseline: None,
         warned_fields: HashSet::new(),
+        controller,
+        last_poll: None,
         context,
     };
 
@@ -62,7 +79,15 @@ pub async fn poll_thermostat(
         let (outcome, error_text) = match result {
             Ok(reply) => {
                 poller.context.status.record_latency(started.elapsed());
-                (poller.handle_reply(reply), None)
+                let (outcome, reapply) = poller.handle_reply(reply, started);
+                if let Some(fields) = reapply {
+                    let shutdown = poller.context.shutdown.clone();
+                    let stopped = shutdown.or_stop(poller.enforce(&fields)).await.is_none();
+                    if stopped {
+                        break;
+                    }
+                }
+                (outcome, None)
             }
             Err(error) => (
                 poller.handle_failure(&link, &error),
@@ -89,6 +114,11 @@ struct Poller {
     /// Fields already reported at warn level, so a unit that always sends one bad field
     /// does not fill the log.
     warned_fields: HashSet<&'static str>,
+    /// The settings writes and desired state of this thermostat.
+    controller: Arc<Controller>,
+    /// Wall clock and monotonic time of the previous successful poll, to notice a
+    /// clock jump.
+    last_poll: Option<(jiff::Timestamp, Instant)>,
     context: Arc<PollContext>,
 }
 
@@ -101,13 +131,25 @@ impl Poller {
             .await
     }
 
-    fn handle_reply(&mut self, reply: TstatReply) -> Outcome {
+    /// Records a reply. Returns the outcome and the commanded fields to write again.
+    fn handle_reply(
+        &mut self,
+        reply: TstatReply,
+        started: Instant,
+    ) -> (Outcome, Option<Vec<&'static str>>) {
         let now = self.context.clock.now();
         for note in &reply.notes {
             self.log_note(note);
         }
 
-        let change = detect_change(self.baseline.as_ref(), &reply.state);
+        let clock_jumped = self.last_poll.is_some_and(|(wall, monotonic)| {
+            let wall_elapsed = (now - wall).as_secs_f64();
+            desired::clock_jumped(wall_elapsed, started.saturating_duration_since(monotonic))
+        });
+        self.last_poll = Some((now, started));
+        let (drift_change, reapply) = self.check_desired(&reply.state, clock_jumped);
+
+        let change = drift_change.or_else(|| detect_change(self.baseline.as_ref(), &reply.state));
         if let Some(change) = &change {
             self.log_change(change, &reply.state);
             if change.change_type != ChangeType::Initial {
@@ -127,7 +169,97 @@ impl Poller {
             change,
         });
         self.context.health.record_poll_success(now.as_second());
-        Outcome::Success
+        (Outcome::Success, reapply)
+    }
+
+    /// Compares `state` with the desired state. Returns the state change to report
+    /// instead of the plain one, and the fields to write again.
+    fn check_desired(
+        &self,
+        state: &ThermostatState,
+        clock_jumped: bool,
+    ) -> (Option<StateChange>, Option<Vec<&'static str>>) {
+        // A command being written settles the state with its own read-back.
+        if self.controller.is_busy() {
+            return (None, None);
+        }
+        let observed = self.controller.observe(state, clock_jumped);
+        let action = desired::decide(
+            observed.policy,
+            &observed.drift,
+            observed.new,
+            observed.holding,
+        );
+        if action == Action::Nothing {
+            return (None, None);
+        }
+        let fields = observed.drift.fields().to_vec();
+        let change_type = match observed.drift {
+            Drift::WallChange(_) => ChangeType::WallChange,
+            Drift::Reset(_) => ChangeType::DeviceReset,
+            Drift::DroppedWrite(_) => ChangeType::WriteDropped,
+            Drift::ClockJump(_) | Drift::NoDrift => ChangeType::ClockJump,
+        };
+        let report = observed.new.then(|| {
+            let verdict = match (action, change_type) {
+                (_, ChangeType::WallChange) => "kept as the new desired state",
+                (Action::Reapply, _) => "writing the desired settings again",
+                _ => "reported only (policy or retry budget)",
+            };
+            log::warn!(
+                "thermostat {}: {} on {}: {verdict}",
+                self.id,
+                change_type.as_str(),
+                describe_fields(state, &fields)
+            );
+            StateChange {
+                change_type,
+                fields: fields.clone(),
+            }
+        });
+        let reapply = (action == Action::Reapply).then_some(fields);
+        (report, reapply)
+    }
+
+    /// Writes the desired values of `fields` again and reports the outcome upstream: a
+    /// `reapplied` state change when it reads back as commanded, a `not_holding` one when
+    /// the retry budget runs out.
+    async fn enforce(&mut self, fields: &[&'static str]) {
+        let Some(outcome) = self.controller.reapply(fields).await else {
+            return;
+        };
+        let (state, change_type) = match outcome {
+            ReapplyOutcome::Holding(state) => {
+                log::info!(
+                    "thermostat {}: desired settings written again and read back",
+                    self.id
+                );
+                (state, ChangeType::Reapplied)
+            }
+            ReapplyOutcome::Failed(_) => return,
+            ReapplyOutcome::NotHolding(error) => {
+                log::warn!(
+                    "thermostat {}: not holding its settings after {} failed re-applies ({error}); \
+                     reporting it and waiting for a new command or a matching reading",
+                    self.id,
+                    desired::REAPPLY_BUDGET
+                );
+                (self.baseline.unwrap_or_default(), ChangeType::NotHolding)
+            }
+        };
+        let now = self.context.clock.now();
+        self.baseline = Some(merge_known(self.baseline.as_ref(), &state));
+        self.context.status.record_state(&self.id, now, state);
+        self.context.sink.submit_reading(Reading {
+            thermostat_id: self.id.clone(),
+            ts: now,
+            state,
+            local_temp: self.context.outside.current(now),
+            change: Some(StateChange {
+                change_type,
+                fields: fields.to_vec(),
+            }),
+        });
     }
 
     fn handle_failure(&mut self, link: &DeviceLink, error: &DeviceError) -> Outcome {

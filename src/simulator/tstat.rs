@@ -64,6 +64,9 @@ pub struct PostOptions {
     /// Reply to POSTs with the plain text `Tstat Command Processed`, like firmware
     /// older than 1.04.
     pub plain_text_reply: bool,
+    /// Answer every POST with success but apply nothing, like firmware that drops
+    /// writes (FIELD-CASES BL-14).
+    pub ignore_writes: bool,
 }
 
 impl Default for PostOptions {
@@ -72,6 +75,7 @@ impl Default for PostOptions {
             only_first_interior_target: false,
             hold_drop_probability: 0.0,
             plain_text_reply: false,
+            ignore_writes: false,
         }
     }
 }
@@ -487,6 +491,10 @@ impl Thermostat {
     ) -> Result<PostOutcome, InvalidPost> {
         let object = parse_object(body)?;
         let mut outcome = PostOutcome::default();
+        if self.post_options.ignore_writes {
+            outcome.ignored = object.iter().map(|(key, _)| key.clone()).collect();
+            return Ok(outcome);
+        }
         let mut mode_changed = false;
         let mut interior_target_seen = false;
 

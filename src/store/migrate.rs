@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sync",
         sql: include_str!("../../sql/002_sync.sql"),
     },
+    Migration {
+        version: 3,
+        name: "desired_state",
+        sql: include_str!("../../sql/003_desired_state.sql"),
+    },
 ];
 
 /// Advisory lock key for migrations: the ASCII bytes of "tstatmig".

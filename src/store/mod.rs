@@ -449,6 +449,27 @@ impl StoreHandle {
         .await
     }
 
+    /// Loads the stored desired state of every thermostat that has one.
+    pub async fn load_desired(
+        &self,
+    ) -> Result<Vec<(ThermostatId, crate::desired::StoredDesired)>, StoreError> {
+        self.run_job("load desired states", |client, _| {
+            queries::load_desired(client)
+        })
+        .await
+    }
+
+    /// Stores the drift policy of every known thermostat in `device_config`.
+    pub async fn record_policies(
+        &self,
+        policies: crate::desired::Policies,
+    ) -> Result<u64, StoreError> {
+        self.run_job("record drift policies", move |client, _| {
+            queries::record_policies(client, &policies)
+        })
+        .await
+    }
+
     /// Loads the active thermostats.
     pub async fn load_thermostats(&self) -> Result<Vec<ThermostatRecord>, StoreError> {
         let (reply, answer) = async_channel::bounded(1);

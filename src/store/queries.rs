@@ -387,8 +387,8 @@ pub fn record_settings(
         .execute(
             "INSERT INTO device_config (thermostat_id, tmode, tmode_applied_at, t_heat, t_heat_applied_at,
                                         t_cool, t_cool_applied_at, fmode, fmode_applied_at,
-                                        hold, hold_applied_at, source, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+                                        hold, hold_applied_at, source, commanded_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())
              ON CONFLICT (thermostat_id) DO UPDATE SET
                  tmode = COALESCE(EXCLUDED.tmode, device_config.tmode),
                  tmode_applied_at = COALESCE(EXCLUDED.tmode_applied_at, device_config.tmode_applied_at),
@@ -401,6 +401,9 @@ pub fn record_settings(
                  hold = COALESCE(EXCLUDED.hold, device_config.hold),
                  hold_applied_at = COALESCE(EXCLUDED.hold_applied_at, device_config.hold_applied_at),
                  source = EXCLUDED.source,
+                 commanded_at = EXCLUDED.commanded_at,
+                 holding_settings = true,
+                 reapply_failures = 0,
                  updated_at = now()",
             &[
                 &id.as_str(),
@@ -415,10 +418,77 @@ pub fn record_settings(
                 &change.hold,
                 &when(change.hold.is_some()),
                 &source,
+                &at,
             ],
         )
         .map_err(|error| StoreError::Query(format!("recording the settings of {id}: {error}")))?;
     Ok(())
+}
+
+/// Loads the stored desired state of every thermostat that has one.
+pub fn load_desired(
+    client: &mut Client,
+) -> Result<Vec<(ThermostatId, crate::desired::StoredDesired)>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT d.thermostat_id, d.tmode, d.t_heat, d.t_cool, d.fmode, d.hold, d.source,
+                    d.commanded_at, t.model
+             FROM device_config d JOIN thermostats t USING (thermostat_id)
+             WHERE num_nonnulls(d.tmode, d.t_heat, d.t_cool, d.fmode, d.hold) > 0",
+            &[],
+        )
+        .map_err(|error| StoreError::Query(format!("loading the desired states: {error}")))?;
+    let mut loaded = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Ok(id) = ThermostatId::parse(row.get::<_, &str>(0)) else {
+            continue;
+        };
+        let settings = SettingsChange {
+            tmode: row
+                .get::<_, Option<i16>>(1)
+                .and_then(|code| crate::reading::Tmode::from_code(code.into())),
+            t_heat: row.get(2),
+            t_cool: row.get(3),
+            fmode: row
+                .get::<_, Option<i16>>(4)
+                .and_then(|code| crate::reading::Fmode::from_code(code.into())),
+            hold: row.get(5),
+        };
+        let commanded_at = row
+            .get::<_, Option<std::time::SystemTime>>(7)
+            .and_then(|time| jiff::Timestamp::try_from(time).ok());
+        loaded.push((
+            id,
+            crate::desired::StoredDesired {
+                settings,
+                source: row.get(6),
+                commanded_at,
+                model: row.get::<_, Option<String>>(8).unwrap_or_default(),
+            },
+        ));
+    }
+    Ok(loaded)
+}
+
+/// Stores the drift policy of every known thermostat: `policies.default` unless it has
+/// an override.
+pub fn record_policies(
+    client: &mut Client,
+    policies: &crate::desired::Policies,
+) -> Result<u64, StoreError> {
+    let ids: Vec<&str> = policies.overrides.keys().map(String::as_str).collect();
+    let names: Vec<&str> = policies.overrides.values().map(|p| p.name()).collect();
+    client
+        .execute(
+            "INSERT INTO device_config (thermostat_id, policy)
+             SELECT t.thermostat_id, COALESCE(o.policy, $1)
+             FROM thermostats t
+             LEFT JOIN unnest($2::text[], $3::text[]) AS o(thermostat_id, policy)
+                 USING (thermostat_id)
+             ON CONFLICT (thermostat_id) DO UPDATE SET policy = EXCLUDED.policy",
+            &[&policies.default.name(), &ids, &names],
+        )
+        .map_err(|error| StoreError::Query(format!("storing the drift policies: {error}")))
 }
 
 /// The newest stored state of a thermostat, from `current_state`.

@@ -91,6 +91,7 @@ pub fn write_batch(client: &mut Client, batch: &Batch) -> Result<WriteOutcome, p
     let readings_inserted = insert_readings(&mut transaction, &batch.readings)?;
     let failures_inserted = insert_failures(&mut transaction, &batch.failures)?;
     insert_state_changes(&mut transaction, &batch.readings)?;
+    record_desired_events(&mut transaction, &batch.readings)?;
 
     let newest = newest_per_thermostat(&batch.readings);
     upsert_current_state(&mut transaction, &newest)?;
@@ -289,6 +290,92 @@ fn newest_per_thermostat(readings: &[Reading]) -> Vec<&Reading> {
         }
     }
     newest.into_values().collect()
+}
+
+/// Stores the drift and re-apply events among `readings` in `desired_events` and brings
+/// `device_config` up to date: the reported settings, a change at the wall as the new
+/// desired state, and whether the unit keeps its settings.
+fn record_desired_events(
+    transaction: &mut Transaction<'_>,
+    readings: &[Reading],
+) -> Result<(), postgres::Error> {
+    for reading in readings {
+        let Some(change) = reading
+            .change
+            .as_ref()
+            .filter(|change| change.change_type.is_desired_state())
+        else {
+            continue;
+        };
+        let state = &reading.state;
+        let reported = serde_json::json!({
+            "tmode": state.tmode.map(|mode| mode.code()),
+            "t_heat": state.t_heat,
+            "t_cool": state.t_cool,
+            "fmode": state.fmode.map(|mode| mode.code()),
+            "hold": state.hold,
+        })
+        .to_string();
+        let id = reading.thermostat_id.as_str();
+        let ts = sql_time(reading.ts);
+        let kind = change.change_type.as_str();
+        let fields: Vec<&str> = change.fields.clone();
+        let known = transaction.execute(
+            "INSERT INTO desired_events (thermostat_id, ts, kind, fields, reported)
+             SELECT $1, $2, $3, $4, $5::text::jsonb
+             WHERE EXISTS (SELECT 1 FROM thermostats WHERE thermostat_id = $1)
+             ON CONFLICT (thermostat_id, ts, kind) DO NOTHING",
+            &[&id, &ts, &kind, &fields, &reported],
+        )?;
+        if known == 0 {
+            continue;
+        }
+
+        let wall = change.change_type == crate::reading::ChangeType::WallChange;
+        let named = |field: &str| wall && change.fields.contains(&field);
+        let holding = match change.change_type {
+            crate::reading::ChangeType::NotHolding => Some(false),
+            crate::reading::ChangeType::Reapplied => Some(true),
+            _ => None,
+        };
+        transaction.execute(
+            "INSERT INTO device_config (thermostat_id, reported, reported_at)
+             VALUES ($1, $2::text::jsonb, $3)
+             ON CONFLICT (thermostat_id) DO UPDATE SET
+                 reported = EXCLUDED.reported,
+                 reported_at = EXCLUDED.reported_at,
+                 tmode = CASE WHEN $4 THEN $5 ELSE device_config.tmode END,
+                 t_heat = CASE WHEN $6 THEN $7 ELSE device_config.t_heat END,
+                 t_cool = CASE WHEN $8 THEN $9 ELSE device_config.t_cool END,
+                 fmode = CASE WHEN $10 THEN $11 ELSE device_config.fmode END,
+                 hold = CASE WHEN $12 THEN $13 ELSE device_config.hold END,
+                 source = CASE WHEN $14 THEN 'wall' ELSE device_config.source END,
+                 commanded_at = CASE WHEN $14 THEN $3 ELSE device_config.commanded_at END,
+                 holding_settings = COALESCE($15, device_config.holding_settings),
+                 reapply_failures = CASE WHEN $15 THEN 0 WHEN NOT $15 THEN $16
+                                         ELSE device_config.reapply_failures END,
+                 updated_at = now()",
+            &[
+                &id,
+                &reported,
+                &ts,
+                &named("tmode"),
+                &state.tmode.map(|mode| mode.code()),
+                &named("t_heat"),
+                &state.t_heat,
+                &named("t_cool"),
+                &state.t_cool,
+                &named("fmode"),
+                &state.fmode.map(|mode| mode.code()),
+                &named("hold"),
+                &state.hold,
+                &wall,
+                &holding,
+                &(crate::desired::REAPPLY_BUDGET as i32),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// Upserts the newest state, unless the stored row is newer (a backlog written late).

@@ -15,7 +15,7 @@ use super::command::{Command, DiscoveryRequest, Envelope, parse_envelope, valida
 use super::protocol::{
     PENDING_COMMANDS_PATH, RESULTS_PATH, ResultStatus, StatusReading, result_entry,
 };
-use crate::control::{SettingsChange, apply_change};
+use crate::control::{ControlError, SettingsChange};
 use crate::device::ModelProfile;
 use crate::store::{Claim, ParkEffects, Parked};
 use crate::thermostat::{ThermostatId, ThermostatRecord};
@@ -268,25 +268,27 @@ async fn set_state(
     model: ModelProfile,
     change: SettingsChange,
 ) -> Result<Value, String> {
-    let Some(link) = context.links.link(id) else {
+    let Some(controller) = context.links.controller(id) else {
         return Err(format!(
             "thermostat {id} is registered but not being polled yet; try again in a minute"
         ));
     };
-    let applied = apply_change(&link, model, &change)
-        .await
-        .map_err(|error| format!("thermostat {id}: {error}"))?;
+    let result = controller.submit(change, model, "public_server").await;
 
-    if let Err(error) = context
-        .store
-        .record_settings(id.clone(), change, "public_server")
-        .await
+    // The change is the desired state unless the model cannot make it, even when the
+    // unit did not take it: the poll task keeps trying.
+    if !matches!(result, Err(ControlError::Unsupported(_)))
+        && let Err(error) = context
+            .store
+            .record_settings(id.clone(), change, "public_server")
+            .await
     {
         log::warn!(
-            "thermostat {id}: applied {} but cannot record it in device_config: {error}",
+            "thermostat {id}: cannot record {} in device_config: {error}",
             change.describe()
         );
     }
+    let applied = result.map_err(|error| format!("thermostat {id}: {error}"))?;
     let state = StatusReading::from_state(id.as_str(), context.clock.now(), &applied.state, None);
     Ok(json!({ "state": state, "writes": applied.writes }))
 }
