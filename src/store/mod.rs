@@ -14,6 +14,7 @@
 pub mod buffer;
 pub mod migrate;
 pub mod queries;
+pub mod report;
 mod sync;
 pub use sync::{Claim, MinuteBatch, MinuteKey, OutboxBatch, ParkEffects, Parked, SyncBacklog};
 mod worker;

@@ -1,0 +1,535 @@
+//! `thermostat-server tstat list|status|set|time-sync|schedule`: the site scripts that
+//! listed the thermostats, set them all to heat, set their clocks and showed a schedule.
+//!
+//! Thermostats are taken from the database. Requests go through [`Reach`]: the running
+//! daemon when its API answers, a `DeviceLink` of this process otherwise. With `--all`
+//! every thermostat is tried, one after the other, and any failure makes the exit
+//! status 1 at the end.
+
+use std::ffi::OsString;
+use std::io::{BufRead, IsTerminal, Write};
+
+use serde_json::{Value, json};
+
+use super::args::{confirms, needs_confirmation, settings_change};
+use super::operator::{self, Options, Spec, Targets};
+use super::reach::{Reach, TimeSync};
+use super::render::{self, STATE_HEADER, Table};
+use super::{EXIT_FAILURE, EXIT_OK};
+use crate::api::views;
+use crate::config::Config;
+use crate::device::{DAY_NAMES, WeekProgram};
+use crate::thermostat::ThermostatRecord;
+
+const USAGE: &str = "\
+Usage: thermostat-server tstat COMMAND [ID|--all] --config FILE [OPTIONS]
+
+Commands:
+  list                  Thermostats in the database: id, name, address, model,
+                        firmware, last seen and whether a reading arrived lately
+  status ID|--all       Read each thermostat's state now (GET /tstat)
+  set ID|--all OPTIONS  Change mode, setpoints, fan or hold, verified by reading back
+  time-sync ID|--all    Set each thermostat's clock to the site's local time, skipping
+                        units with a temporary setpoint
+  schedule ID           Show the heat and cool weekly programs
+
+ID is the thermostat's uuid as `tstat list` shows it. Requests go through the running
+daemon's local API when it answers (api.listen, with THERMOSTAT_API_TOKEN when set),
+so a thermostat never gets two requests at once; otherwise this command talks to the
+thermostat itself. Run `tstat COMMAND --help` for each command's options.";
+
+const LIST: Spec = Spec {
+    name: "tstat list",
+    usage: "\
+Usage: thermostat-server tstat list --config FILE [--json]
+
+Lists the thermostats stored in the database.
+
+Options:
+  --config FILE  Site configuration; database.url sets the database
+  --json         Print JSON instead of a table
+
+ONLINE is yes when the newest reading is younger than 3 poll intervals plus the
+request timeout (polling.interval_seconds and polling.request_timeout_seconds).",
+    targets: Targets::None,
+    takes: &["json"],
+};
+
+const STATUS: Spec = Spec {
+    name: "tstat status",
+    usage: "\
+Usage: thermostat-server tstat status ID|--all --config FILE [--json]
+
+Reads each thermostat's state now with GET /tstat and prints temperature (°F), mode,
+heat and cool setpoints (°F), fan mode, HVAC activity, hold and temporary override.
+
+Options:
+  --config FILE  Site configuration
+  --all          Every active thermostat in the database
+  --json         Print JSON instead of a table",
+    targets: Targets::OneOrAll,
+    takes: &["json", "all"],
+};
+
+const SET: Spec = Spec {
+    name: "tstat set",
+    usage: "\
+Usage: thermostat-server tstat set ID|--all --config FILE [OPTIONS]
+
+Changes settings the way remote commands do: setpoints rounded to 0.5 °F, only the
+setpoint of the unit's mode is posted, and the result is read back and sent once more
+if it did not stick. Give at least one of:
+
+  --mode off|heat|cool|auto  Operating mode (tmode); auto only on models that have it
+  --heat °F                  Heat setpoint, 35 to 95 °F (t_heat; needs heat mode)
+  --cool °F                  Cool setpoint, 35 to 95 °F (t_cool; needs cool mode)
+  --fan auto|circulate|on    Fan mode (fmode); circulate only on CT80 models
+  --hold on|off              Keep the setpoint across program periods
+
+Other options:
+  --config FILE  Site configuration
+  --all          Every active thermostat in the database
+  --yes          Do not ask for confirmation (asked only with --all from a terminal)
+  --json         Print JSON instead of lines",
+    targets: Targets::OneOrAll,
+    takes: &["json", "all", "yes", "mode", "heat", "cool", "fan", "hold"],
+};
+
+const TIME_SYNC: Spec = Spec {
+    name: "tstat time-sync",
+    usage: "\
+Usage: thermostat-server tstat time-sync ID|--all --config FILE [--yes] [--json]
+
+Sets each thermostat's clock (day, hour, minute) to the local time of site.time_zone.
+A clock write clears a temporary setpoint, so a unit with one (override 1), in auto
+mode or with an unknown setpoint is skipped and named on stdout. After a write the
+setpoint is read back and put back if it changed.
+
+Options:
+  --config FILE  Site configuration
+  --all          Every active thermostat in the database
+  --yes          Do not ask for confirmation (asked only with --all from a terminal)
+  --json         Print JSON instead of lines",
+    targets: Targets::OneOrAll,
+    takes: &["json", "all", "yes"],
+};
+
+const SCHEDULE: Spec = Spec {
+    name: "tstat schedule",
+    usage: "\
+Usage: thermostat-server tstat schedule ID --config FILE [--json]
+
+Reads GET /tstat/program/heat, then /tstat/program/cool, with the gap between requests
+of polling.min_request_gap_ms, and prints each as a week table: days as rows, program
+periods as columns, each period as its start time (HH:MM) and target (°F).
+
+Options:
+  --config FILE  Site configuration
+  --json         Print JSON instead of tables",
+    targets: Targets::One,
+    takes: &["json"],
+};
+
+/// Runs `tstat` with `args` (after `tstat`) and returns the exit status.
+pub fn run(args: Vec<OsString>) -> i32 {
+    let command = args.first().and_then(|first| first.to_str()).unwrap_or("");
+    let spec = match command {
+        "list" => &LIST,
+        "status" => &STATUS,
+        "set" => &SET,
+        "time-sync" => &TIME_SYNC,
+        "schedule" => &SCHEDULE,
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            return EXIT_OK;
+        }
+        "" => {
+            eprintln!("thermostat-server tstat: missing command\n\n{USAGE}");
+            return super::EXIT_USAGE;
+        }
+        other => {
+            eprintln!("thermostat-server tstat: unknown command {other:?}\n\n{USAGE}");
+            return super::EXIT_USAGE;
+        }
+    };
+    let (options, config) = match operator::prepare(spec, args[1..].to_vec()) {
+        Ok(prepared) => prepared,
+        Err(status) => return status,
+    };
+    // Validate the settings before touching the database or a thermostat.
+    let change = if spec.name == SET.name {
+        match settings_change(&options.fields) {
+            Ok(change) => Some(change),
+            Err(message) => return operator::usage_error(spec, &message),
+        }
+    } else {
+        None
+    };
+
+    let mut client = match operator::connect(&config) {
+        Ok(client) => client,
+        Err(message) => return fail(spec, &message),
+    };
+    if spec.name == LIST.name {
+        return list(&mut client, &options, &config);
+    }
+    let targets = match operator::load_targets(&mut client, &options) {
+        Ok(targets) => targets,
+        Err(message) => return fail(spec, &message),
+    };
+    drop(client);
+
+    match change {
+        Some(change) => {
+            let action = format!("apply {}", change.describe());
+            if !confirmed(&options, &action, targets.len()) {
+                eprintln!("thermostat-server tstat set: cancelled; nothing was changed");
+                return EXIT_FAILURE;
+            }
+            let reach = announce(spec, &config, targets.len());
+            for_each(&options, &targets, "set", |target| {
+                reach.set(target, &change).map(|outcome| {
+                    let line = format!(
+                        "{}: applied {} in {} write(s); now {}",
+                        target.id,
+                        change.describe(),
+                        outcome.writes,
+                        summary(&outcome.state)
+                    );
+                    let body = json!({
+                        "writes": outcome.writes,
+                        "state": views::state_json(jiff::Timestamp::now(), &outcome.state, None),
+                    });
+                    (line, body)
+                })
+            })
+        }
+        None if spec.name == TIME_SYNC.name => {
+            if !confirmed(&options, "set the clock", targets.len()) {
+                eprintln!("thermostat-server tstat time-sync: cancelled; nothing was changed");
+                return EXIT_FAILURE;
+            }
+            let reach = announce(spec, &config, targets.len());
+            for_each(&options, &targets, "time-sync", |target| {
+                reach
+                    .time_sync(target)
+                    .map(|outcome| time_sync_line(target, &outcome))
+            })
+        }
+        None if spec.name == SCHEDULE.name => {
+            let reach = announce(spec, &config, targets.len());
+            schedule(&reach, &targets[0], &options)
+        }
+        None => {
+            let reach = announce(spec, &config, targets.len());
+            status(&reach, &targets, &options)
+        }
+    }
+}
+
+fn fail(spec: &Spec, message: &str) -> i32 {
+    eprintln!("thermostat-server {}: {message}", spec.name);
+    EXIT_FAILURE
+}
+
+/// Picks the way to the thermostats and says so on stderr.
+fn announce(spec: &Spec, config: &Config, count: usize) -> Reach {
+    let reach = Reach::detect(config);
+    eprintln!("{}: {count} thermostat(s), {}", spec.name, reach.describe());
+    reach
+}
+
+/// Asks on the terminal before a write to every thermostat, unless `--yes`.
+fn confirmed(options: &Options, action: &str, count: usize) -> bool {
+    if !needs_confirmation(options.all, options.yes, std::io::stdin().is_terminal()) {
+        return true;
+    }
+    eprint!("{action} on {count} thermostat(s)? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    match std::io::stdin().lock().read_line(&mut answer) {
+        Ok(_) => confirms(&answer),
+        Err(_) => false,
+    }
+}
+
+/// Runs `action` on every target in turn, with a progress line on stderr for `--all`,
+/// prints one line per thermostat (or one JSON document), and returns 1 if any failed.
+fn for_each(
+    options: &Options,
+    targets: &[ThermostatRecord],
+    verb: &str,
+    mut action: impl FnMut(&ThermostatRecord) -> Result<(String, Value), String>,
+) -> i32 {
+    let mut failed = 0;
+    let mut results = Vec::new();
+    for (index, target) in targets.iter().enumerate() {
+        let result = action(target);
+        if options.all {
+            let verdict = if result.is_ok() { "done" } else { "failed" };
+            eprintln!("[{}/{}] {} {verdict}", index + 1, targets.len(), target.id);
+        }
+        match result {
+            Ok((line, mut body)) => {
+                if !options.json {
+                    println!("{line}");
+                }
+                body["thermostat_id"] = target.id.as_str().into();
+                results.push(body);
+            }
+            Err(message) => {
+                failed += 1;
+                eprintln!(
+                    "thermostat-server tstat {verb}: thermostat {}: {message}",
+                    target.id
+                );
+                results.push(json!({ "thermostat_id": target.id.as_str(), "error": message }));
+            }
+        }
+    }
+    if options.json {
+        operator::print_json(&json!({ "thermostats": results }));
+    }
+    finish(failed, targets.len(), verb)
+}
+
+fn finish(failed: usize, total: usize, verb: &str) -> i32 {
+    if failed == 0 {
+        return EXIT_OK;
+    }
+    eprintln!("thermostat-server tstat {verb}: {failed} of {total} thermostat(s) failed");
+    EXIT_FAILURE
+}
+
+fn summary(state: &crate::reading::ThermostatState) -> String {
+    let mode = state.tmode.map_or("unknown mode", |mode| mode.name());
+    let setpoint = match (state.t_heat, state.t_cool) {
+        (Some(heat), _) if mode == "heat" => format!(", heat setpoint {heat:.1} °F"),
+        (_, Some(cool)) if mode == "cool" => format!(", cool setpoint {cool:.1} °F"),
+        _ => String::new(),
+    };
+    let hold = match state.hold {
+        Some(true) => ", hold on",
+        Some(false) => ", hold off",
+        None => "",
+    };
+    format!("{mode}{setpoint}{hold}")
+}
+
+fn time_sync_line(target: &ThermostatRecord, outcome: &TimeSync) -> (String, Value) {
+    match outcome {
+        TimeSync::Synced => (
+            format!("{}: clock set", target.id),
+            json!({"outcome": "synced"}),
+        ),
+        TimeSync::Restored(value) => (
+            format!(
+                "{}: clock set; the setpoint {value:.1} °F was put back",
+                target.id
+            ),
+            json!({"outcome": "restored", "target": value}),
+        ),
+        TimeSync::Skipped(reason) => (
+            format!("{}: skipped, clock not set: {reason}", target.id),
+            json!({"outcome": "skipped", "reason": reason}),
+        ),
+    }
+}
+
+fn list(client: &mut postgres::Client, options: &Options, config: &Config) -> i32 {
+    let overviews = match crate::store::report::thermostats(client, None) {
+        Ok(overviews) => overviews,
+        Err(error) => return fail(&LIST, &error.to_string()),
+    };
+    let window = config.polling.interval * 3 + config.polling.request_timeout;
+    let now = jiff::Timestamp::now();
+    let online = |seen: Option<jiff::Timestamp>| is_online(seen, now, window);
+
+    if options.json {
+        let list: Vec<Value> = overviews
+            .iter()
+            .map(|overview| {
+                let record = &overview.record;
+                json!({
+                    "thermostat_id": record.id.as_str(),
+                    "name": record.name,
+                    "address": record.address.to_string(),
+                    "model": record.model,
+                    "fw_version": record.fw_version,
+                    "active": record.active,
+                    "last_seen": record.last_seen.map(|ts| ts.to_string()),
+                    "online": online(record.last_seen),
+                })
+            })
+            .collect();
+        operator::print_json(&json!({ "count": list.len(), "thermostats": list }));
+        return EXIT_OK;
+    }
+
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "ADDRESS",
+        "MODEL",
+        "FIRMWARE",
+        "LAST SEEN",
+        "ONLINE",
+    ]);
+    for overview in &overviews {
+        let record = &overview.record;
+        table.push(vec![
+            record.id.to_string(),
+            record.name.clone(),
+            record.address.to_string(),
+            record.model.clone(),
+            record.fw_version.clone().unwrap_or_else(|| "-".into()),
+            render::local_time(record.last_seen, &config.site.time_zone),
+            render::flag(Some(online(record.last_seen))),
+        ]);
+    }
+    print!("{}", table.render());
+    println!("{} thermostat(s)", overviews.len());
+    EXIT_OK
+}
+
+/// Returns true when the newest reading is younger than `window`.
+pub fn is_online(
+    last_seen: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+    window: std::time::Duration,
+) -> bool {
+    let Some(seen) = last_seen else {
+        return false;
+    };
+    let age = now.duration_since(seen);
+    age.as_secs_f64() <= window.as_secs_f64()
+}
+
+fn status(reach: &Reach, targets: &[ThermostatRecord], options: &Options) -> i32 {
+    let mut table = Table::new(&[&["ID", "NAME"][..], &STATE_HEADER[..]].concat());
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for (index, target) in targets.iter().enumerate() {
+        let result = reach.status(target);
+        if options.all {
+            let verdict = if result.is_ok() { "done" } else { "failed" };
+            eprintln!("[{}/{}] {} {verdict}", index + 1, targets.len(), target.id);
+        }
+        match result {
+            Ok(state) => {
+                let mut row = vec![target.id.to_string(), target.name.clone()];
+                row.extend(render::state_cells(&state));
+                table.push(row);
+                let mut body = views::state_json(jiff::Timestamp::now(), &state, None);
+                body["thermostat_id"] = target.id.as_str().into();
+                body["name"] = target.name.clone().into();
+                results.push(body);
+            }
+            Err(message) => {
+                failed += 1;
+                eprintln!(
+                    "thermostat-server tstat status: thermostat {}: {message}",
+                    target.id
+                );
+                results.push(json!({ "thermostat_id": target.id.as_str(), "error": message }));
+            }
+        }
+    }
+    if options.json {
+        operator::print_json(&json!({ "thermostats": results }));
+    } else if !table.is_empty() {
+        print!("{}", table.render());
+    }
+    finish(failed, targets.len(), "status")
+}
+
+fn schedule(reach: &Reach, target: &ThermostatRecord, options: &Options) -> i32 {
+    let (heat, cool) = match reach.schedule(target) {
+        Ok(programs) => programs,
+        Err(message) => {
+            return fail(&SCHEDULE, &format!("thermostat {}: {message}", target.id));
+        }
+    };
+    if options.json {
+        operator::print_json(&json!({
+            "thermostat_id": target.id.as_str(),
+            "heat": program_json(&heat),
+            "cool": program_json(&cool),
+        }));
+    } else {
+        println!("{} {}", target.id, target.name);
+        println!("\nHeat program (start HH:MM, target °F)");
+        print!("{}", program_table(&heat).render());
+        println!("\nCool program (start HH:MM, target °F)");
+        print!("{}", program_table(&cool).render());
+    }
+    EXIT_OK
+}
+
+/// A week program as a table: one row per day, one column per period.
+pub fn program_table(program: &WeekProgram) -> Table {
+    let periods = program.days.iter().map(Vec::len).max().unwrap_or(0);
+    let header: Vec<String> = std::iter::once("DAY".to_string())
+        .chain((1..=periods).map(|number| format!("PERIOD {number}")))
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = Table::new(&header);
+    for (day, periods) in DAY_NAMES.iter().zip(&program.days) {
+        let mut row = vec![day.to_string()];
+        row.extend(
+            periods
+                .iter()
+                .map(|period| format!("{} {:.1}", period.start_text(), period.target)),
+        );
+        table.push(row);
+    }
+    table
+}
+
+fn program_json(program: &WeekProgram) -> Value {
+    let days: serde_json::Map<String, Value> = DAY_NAMES
+        .iter()
+        .zip(&program.days)
+        .map(|(day, periods)| {
+            let list: Vec<Value> = periods
+                .iter()
+                .map(|period| json!({"start": period.start_text(), "target": period.target}))
+                .collect();
+            (day.to_string(), Value::from(list))
+        })
+        .collect();
+    Value::Object(days)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::parse_program;
+    use std::time::Duration;
+
+    #[test]
+    fn week_table_has_days_as_rows_and_periods_as_columns() {
+        let program = parse_program(br#"{"0":[360,70,1320,62.5],"1":[360,70]}"#).expect("valid");
+        let text = program_table(&program).render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 8, "{text}");
+        assert!(
+            lines[0].starts_with("DAY") && lines[0].ends_with("PERIOD 2"),
+            "{text}"
+        );
+        assert_eq!(lines[1], "Mon  06:00 70.0  22:00 62.5");
+        assert_eq!(lines[2], "Tue  06:00 70.0");
+        assert_eq!(lines[7], "Sun");
+    }
+
+    #[test]
+    fn online_means_a_recent_reading() {
+        let now: jiff::Timestamp = "2026-12-04T12:00:00Z".parse().expect("valid");
+        let window = Duration::from_secs(60);
+        let recent = now - jiff::SignedDuration::from_secs(30);
+        let old = now - jiff::SignedDuration::from_secs(90);
+        assert!(is_online(Some(recent), now, window));
+        assert!(!is_online(Some(old), now, window));
+        assert!(!is_online(None, now, window));
+    }
+}
