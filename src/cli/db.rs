@@ -43,6 +43,7 @@ Options:
   --json         Print JSON instead of text",
     targets: Targets::None,
     takes: &["json"],
+    settings: false,
 };
 
 const GAPS: Spec = Spec {
@@ -62,6 +63,7 @@ Options:
   --json            Print JSON instead of tables",
     targets: Targets::None,
     takes: &["json", "since"],
+    settings: false,
 };
 
 const MINUTES: Spec = Spec {
@@ -81,6 +83,7 @@ Options:
   --json            Print JSON instead of a table",
     targets: Targets::One,
     takes: &["json", "since"],
+    settings: false,
 };
 
 /// Runs `db` with `args` (after `db`) and returns the exit status.

@@ -8,7 +8,9 @@ use std::time::Duration;
 use lexopt::prelude::*;
 use serde_json::{Value, json};
 
-use super::args::{parse_duration, parse_fan, parse_hold, parse_mode, parse_setpoint};
+use super::args::{
+    parse_duration, parse_fan, parse_hold, parse_mode, parse_setpoint, settings_change,
+};
 use super::{EXIT_CONFIG, EXIT_USAGE};
 use crate::config::{self, Config, EX_NOINPUT};
 use crate::store::{self, report};
@@ -32,6 +34,9 @@ pub struct Spec {
     pub targets: Targets,
     /// Long option names besides `--config` and `--help`.
     pub takes: &'static [&'static str],
+    /// True for `tstat set`: the settings are checked with the other options, before
+    /// the config is read.
+    pub settings: bool,
 }
 
 /// The parsed options of one subcommand.
@@ -107,6 +112,7 @@ pub fn parse(spec: &Spec, args: Vec<OsString>) -> Result<Option<Options>, String
             Err(format!("{} needs a thermostat ID or --all", spec.name))
         }
         (Targets::OneOrAll, true, true) => Err("give a thermostat ID or --all, not both".into()),
+        _ if spec.settings => settings_change(&options.fields).map(|_| Some(options)),
         _ => Ok(Some(options)),
     }
 }
@@ -207,6 +213,7 @@ mod tests {
         usage: "",
         targets: Targets::OneOrAll,
         takes: &["all", "yes", "mode", "heat"],
+        settings: true,
     };
 
     fn args(list: &[&str]) -> Vec<OsString> {
@@ -240,6 +247,15 @@ mod tests {
         assert!(parse(&SET, args(&["abc", "--all", "--config", "x"])).is_err());
         assert!(parse(&SET, args(&["abc", "def", "--config", "x"])).is_err());
         assert!(parse(&SET, args(&["abc", "--mode", "heat"])).is_err());
+    }
+
+    #[test]
+    fn empty_or_invalid_settings_rejected_before_the_config() {
+        let error = parse(&SET, args(&["--all", "--config", "x"])).expect_err("no settings");
+        assert!(error.contains("--mode"), "{error}");
+        let error =
+            parse(&SET, args(&["--all", "--heat", "20", "--config", "x"])).expect_err("20 °F");
+        assert!(error.contains("--heat"), "{error}");
     }
 
     #[test]

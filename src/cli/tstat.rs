@@ -53,6 +53,7 @@ ONLINE is yes when the newest reading is younger than 3 poll intervals plus the
 request timeout (polling.interval_seconds and polling.request_timeout_seconds).",
     targets: Targets::None,
     takes: &["json"],
+    settings: false,
 };
 
 const STATUS: Spec = Spec {
@@ -69,6 +70,7 @@ Options:
   --json         Print JSON instead of a table",
     targets: Targets::OneOrAll,
     takes: &["json", "all"],
+    settings: false,
 };
 
 const SET: Spec = Spec {
@@ -93,6 +95,7 @@ Other options:
   --json         Print JSON instead of lines",
     targets: Targets::OneOrAll,
     takes: &["json", "all", "yes", "mode", "heat", "cool", "fan", "hold"],
+    settings: true,
 };
 
 const TIME_SYNC: Spec = Spec {
@@ -112,6 +115,7 @@ Options:
   --json         Print JSON instead of lines",
     targets: Targets::OneOrAll,
     takes: &["json", "all", "yes"],
+    settings: false,
 };
 
 const SCHEDULE: Spec = Spec {
@@ -128,6 +132,7 @@ Options:
   --json         Print JSON instead of tables",
     targets: Targets::One,
     takes: &["json"],
+    settings: false,
 };
 
 /// Runs `tstat` with `args` (after `tstat`) and returns the exit status.
@@ -156,8 +161,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Ok(prepared) => prepared,
         Err(status) => return status,
     };
-    // Validate the settings before touching the database or a thermostat.
-    let change = if spec.name == SET.name {
+    // `operator::parse` has checked the settings already.
+    let change = if spec.settings {
         match settings_change(&options.fields) {
             Ok(change) => Some(change),
             Err(message) => return operator::usage_error(spec, &message),
@@ -486,8 +491,9 @@ pub fn program_table(program: &WeekProgram) -> Table {
     table
 }
 
+/// A program as JSON: the days in order, Monday first, each with its periods.
 fn program_json(program: &WeekProgram) -> Value {
-    let days: serde_json::Map<String, Value> = DAY_NAMES
+    let days: Vec<Value> = DAY_NAMES
         .iter()
         .zip(&program.days)
         .map(|(day, periods)| {
@@ -495,10 +501,10 @@ fn program_json(program: &WeekProgram) -> Value {
                 .iter()
                 .map(|period| json!({"start": period.start_text(), "target": period.target}))
                 .collect();
-            (day.to_string(), Value::from(list))
+            json!({ "day": day, "periods": list })
         })
         .collect();
-    Value::Object(days)
+    Value::from(days)
 }
 
 #[cfg(test)]
