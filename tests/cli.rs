@@ -12,8 +12,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
-use support::daemon::{RunningDaemon, http_get, wait_for};
-use thermostat_server::config::{Config, Secret};
+use support::daemon::{RunningDaemon, fleet_config, http_get, wait_for};
+use thermostat_server::config::Secret;
 use thermostat_server::rollup::minute_start;
 use thermostat_server::simulator::{self, Fleet, FleetOptions, Mode, SimDevice};
 use thermostat_server::store::{migrate, queries};
@@ -113,6 +113,32 @@ fn register(url: &str, devices: &[SimDevice]) -> postgres::Client {
     client
 }
 
+/// A simulated fleet of CT50s stored in a database of its own, and a config for both
+/// whose API address has no daemon behind it.
+struct Site {
+    fleet: Fleet,
+    client: postgres::Client,
+    config: PathBuf,
+}
+
+impl Site {
+    fn start(name: &str, count: usize) -> Self {
+        let url = support::fresh_database_url(&format!("cli_{name}"));
+        let fleet = fleet(count, simulator::ModelProfile::Ct50);
+        let client = register(&url, fleet.devices());
+        let config = write_config(&scratch(name), &url, closed_address());
+        Self {
+            fleet,
+            client,
+            config,
+        }
+    }
+
+    fn config(&self) -> &str {
+        self.config.to_str().expect("UTF-8 path")
+    }
+}
+
 fn record(uuid: &str, address: DeviceAddress) -> ThermostatRecord {
     ThermostatRecord {
         id: ThermostatId::parse(uuid).expect("valid uuid"),
@@ -140,6 +166,21 @@ fn tstat_posts(device: &SimDevice) -> Vec<String> {
         .filter(|post| post.path == "/tstat")
         .map(|post| post.body.clone())
         .collect()
+}
+
+/// Asserts that `set` posted to every device once, never two requests at a time, and
+/// left it heating at `target` °F.
+fn assert_each_set_once(devices: &[SimDevice], output: &Output, target: f64) {
+    for device in devices {
+        let stats = device.handle().stats();
+        let posts = tstat_posts(device);
+        assert_eq!(posts.len(), 1, "{}: {posts:?}", device.uuid());
+        assert_eq!(stats.overlapping_requests, 0, "{}", device.uuid());
+        let snapshot = device.handle().snapshot();
+        assert_eq!((snapshot.mode, snapshot.heat_target), (Mode::Heat, target));
+        let line = format!("{}: applied", device.uuid());
+        assert!(stdout(output).contains(&line), "{line}: {}", stdout(output));
+    }
 }
 
 fn cool_all(devices: &[SimDevice]) {
@@ -449,12 +490,9 @@ fn db_reports_on_a_database_with_known_holes() {
 
 #[test]
 fn set_all_without_daemon_reaches_each_thermostat_once() {
-    let url = support::fresh_database_url("cli_set_direct");
-    let fleet = fleet(4, simulator::ModelProfile::Ct50);
-    register(&url, fleet.devices());
-    cool_all(fleet.devices());
-    let folder = scratch("set-direct");
-    let config = write_config(&folder, &url, closed_address());
+    let site = Site::start("set_direct", 4);
+    let devices = site.fleet.devices();
+    cool_all(devices);
 
     let output = cli(&[
         "tstat",
@@ -467,38 +505,22 @@ fn set_all_without_daemon_reaches_each_thermostat_once() {
         "--hold",
         "on",
         "--config",
-        config.to_str().expect("path"),
+        site.config(),
     ]);
 
     expect_status(&output, 0);
     assert!(stderr(&output).contains("directly"), "{}", stderr(&output));
     assert!(stderr(&output).contains("[4/4]"), "{}", stderr(&output));
-    for device in fleet.devices() {
-        let stats = device.handle().stats();
-        assert_eq!(
-            tstat_posts(device).len(),
-            1,
-            "{}: {:?}",
-            device.uuid(),
-            stats.post_bodies
-        );
-        assert_eq!(stats.overlapping_requests, 0, "{}", device.uuid());
-        let snapshot = device.handle().snapshot();
-        assert_eq!((snapshot.mode, snapshot.heat_target), (Mode::Heat, 68.0));
-        assert!(snapshot.hold);
-        assert!(stdout(&output).contains(&format!("{}: applied", device.uuid())));
-    }
+    assert_each_set_once(devices, &output, 68.0);
+    assert!(devices.iter().all(|device| device.handle().snapshot().hold));
 }
 
 #[test]
 fn status_all_reports_a_failure_and_still_reads_the_rest() {
-    let url = support::fresh_database_url("cli_status_failure");
-    let fleet = fleet(2, simulator::ModelProfile::Ct50);
-    let mut client = register(&url, fleet.devices());
+    let mut site = Site::start("status_failure", 2);
     let dead = record("dead000000d1", DeviceAddress::new(closed_address()));
-    queries::upsert_thermostat(&mut client, &dead, Timestamp::now()).expect("store thermostat");
-    let folder = scratch("status-failure");
-    let config = write_config(&folder, &url, closed_address());
+    queries::upsert_thermostat(&mut site.client, &dead, Timestamp::now())
+        .expect("store thermostat");
 
     let output = cli(&[
         "tstat",
@@ -506,7 +528,7 @@ fn status_all_reports_a_failure_and_still_reads_the_rest() {
         "--all",
         "--json",
         "--config",
-        config.to_str().expect("path"),
+        site.config(),
     ]);
 
     expect_status(&output, 1);
@@ -535,10 +557,8 @@ fn status_all_reports_a_failure_and_still_reads_the_rest() {
 
 #[test]
 fn time_sync_skips_a_temporary_setpoint_and_schedule_prints_the_week() {
-    let url = support::fresh_database_url("cli_time_sync");
-    let fleet = fleet(3, simulator::ModelProfile::Ct50);
-    register(&url, fleet.devices());
-    let devices = fleet.devices();
+    let site = Site::start("time_sync", 3);
+    let devices = site.fleet.devices();
     // A temporary setpoint: the next clock write would clear it.
     devices[0]
         .handle()
@@ -547,9 +567,7 @@ fn time_sync_skips_a_temporary_setpoint_and_schedule_prints_the_week() {
     for device in devices {
         device.handle().reset_stats();
     }
-    let folder = scratch("time-sync");
-    let config = write_config(&folder, &url, closed_address());
-    let config = config.to_str().expect("path");
+    let config = site.config();
 
     let output = cli(&["tstat", "time-sync", "--all", "--config", config]);
 
@@ -602,22 +620,6 @@ fn time_sync_skips_a_temporary_setpoint_and_schedule_prints_the_week() {
     );
 }
 
-fn daemon_config(url: &str, fleet: &Fleet) -> Config {
-    let mut config = Config::new("test_site", url);
-    config.thermostats.addresses = fleet
-        .devices()
-        .iter()
-        .map(|device| DeviceAddress::new(device.address()))
-        .collect();
-    config.polling.interval = Duration::from_millis(500);
-    config.polling.request_timeout = Duration::from_secs(3);
-    config.polling.min_request_gap = Duration::from_millis(50);
-    config.database.flush_interval = Duration::from_millis(200);
-    // A clock write on registration would count as a write below.
-    config.discovery.sync_clock = false;
-    config
-}
-
 #[test]
 fn commands_go_through_the_running_daemon() {
     let url = support::fresh_database_url("cli_through_daemon");
@@ -627,8 +629,10 @@ fn commands_go_through_the_running_daemon() {
         .handle()
         .apply_tstat_post(r#"{"t_heat":75}"#)
         .expect("temporary setpoint");
-    let mut daemon_config = daemon_config(&url, &fleet);
+    let mut daemon_config = fleet_config(&url, &fleet);
     daemon_config.secrets.api_token = Some(Secret::new(TOKEN));
+    // A clock write on registration would count as a write below.
+    daemon_config.discovery.sync_clock = false;
     let daemon = RunningDaemon::start(daemon_config);
     wait_for(Duration::from_secs(30), "every thermostat polled", || {
         let (status, body) = http_get(daemon.api, "/api/thermostats");
@@ -677,20 +681,8 @@ fn commands_go_through_the_running_daemon() {
         "{}",
         stderr(&set)
     );
-    for device in devices {
-        let stats = device.handle().stats();
-        assert_eq!(
-            tstat_posts(device).len(),
-            1,
-            "{}: {:?}",
-            device.uuid(),
-            stats.post_bodies
-        );
-        // The daemon polls all the while; its link keeps the requests apart.
-        assert_eq!(stats.overlapping_requests, 0, "{}", device.uuid());
-        let snapshot = device.handle().snapshot();
-        assert_eq!((snapshot.mode, snapshot.heat_target), (Mode::Heat, 66.0));
-    }
+    // The daemon polls all the while; its link keeps the requests apart.
+    assert_each_set_once(devices, &set, 66.0);
 
     let status = cli(&["tstat", "status", devices[2].uuid(), "--config", config]);
     expect_status(&status, 0);

@@ -38,28 +38,29 @@ pub fn parse_duration(option: &str, text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The code of a `--mode` name.
+/// The code of a `--mode` name: off 0, heat 1, cool 2, auto 3.
 pub fn parse_mode(text: &str) -> Result<i64, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "off" => Ok(0),
-        "heat" => Ok(1),
-        "cool" => Ok(2),
-        "auto" => Ok(3),
-        _ => Err(format!(
-            "invalid --mode {text:?}: expected off, heat, cool or auto"
-        )),
-    }
+    code_of("--mode", text, &["off", "heat", "cool", "auto"])
 }
 
-/// The code of a `--fan` name.
+/// The code of a `--fan` name: auto 0, circulate 1, on 2.
 pub fn parse_fan(text: &str) -> Result<i64, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "auto" => Ok(0),
-        "circulate" => Ok(1),
-        "on" => Ok(2),
-        _ => Err(format!(
-            "invalid --fan {text:?}: expected auto, circulate or on"
-        )),
+    code_of("--fan", text, &["auto", "circulate", "on"])
+}
+
+/// Returns the position of `text` in `names` (case-insensitive), which is the device's
+/// code for it.
+fn code_of(option: &str, text: &str, names: &[&str]) -> Result<i64, String> {
+    let wanted = text.to_ascii_lowercase();
+    match names.iter().position(|name| *name == wanted) {
+        Some(code) => Ok(code as i64),
+        None => {
+            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+            Err(format!(
+                "invalid {option} {text:?}: expected {} or {last}",
+                rest.join(", ")
+            ))
+        }
     }
 }
 

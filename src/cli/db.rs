@@ -8,9 +8,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
+use super::EXIT_OK;
 use super::operator::{self, Options, Spec, Targets};
 use super::render::{self, Table};
-use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::config::Config;
 use crate::store::report::{self, DatabaseCheck, MinuteReport, ThermostatGaps};
 
@@ -88,31 +88,15 @@ Options:
 
 /// Runs `db` with `args` (after `db`) and returns the exit status.
 pub fn run(args: Vec<OsString>) -> i32 {
-    let command = args.first().and_then(|first| first.to_str()).unwrap_or("");
-    let spec = match command {
-        "check" => &CHECK,
-        "gaps" => &GAPS,
-        "minutes" => &MINUTES,
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            return EXIT_OK;
-        }
-        "" => {
-            eprintln!("thermostat-server db: missing command\n\n{USAGE}");
-            return EXIT_USAGE;
-        }
-        other => {
-            eprintln!("thermostat-server db: unknown command {other:?}\n\n{USAGE}");
-            return EXIT_USAGE;
-        }
-    };
-    let (options, config) = match operator::prepare(spec, args[1..].to_vec()) {
-        Ok(prepared) => prepared,
+    let commands = [&CHECK, &GAPS, &MINUTES];
+    let operator::Session {
+        spec,
+        options,
+        config,
+        mut client,
+    } = match operator::start("db", USAGE, &commands, args) {
+        Ok(session) => session,
         Err(status) => return status,
-    };
-    let mut client = match operator::connect(&config) {
-        Ok(client) => client,
-        Err(message) => return fail(spec, &message),
     };
 
     let result = match spec.name {
@@ -122,13 +106,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
     match result {
         Ok(()) => EXIT_OK,
-        Err(message) => fail(spec, &message),
+        Err(message) => operator::fail(spec, &message),
     }
-}
-
-fn fail(spec: &Spec, message: &str) -> i32 {
-    eprintln!("thermostat-server {}: {message}", spec.name);
-    EXIT_FAILURE
 }
 
 fn since(options: &Options, default: Duration) -> Timestamp {

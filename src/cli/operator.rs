@@ -52,6 +52,35 @@ pub struct Options {
     pub since: Option<Duration>,
 }
 
+/// Picks the subcommand named by `first` among `commands` of `group` (`tstat`, `db`),
+/// or returns the exit status: 0 after printing `usage` for `help`, 2 for a missing
+/// or unknown command.
+pub fn choose<'a>(
+    group: &str,
+    usage: &str,
+    commands: &[&'a Spec],
+    first: Option<&OsString>,
+) -> Result<&'a Spec, i32> {
+    let name = first.map(|first| first.to_string_lossy().to_string());
+    let Some(name) = name else {
+        eprintln!("thermostat-server {group}: missing command\n\n{usage}");
+        return Err(EXIT_USAGE);
+    };
+    if ["help", "--help", "-h"].contains(&name.as_str()) {
+        println!("{usage}");
+        return Err(super::EXIT_OK);
+    }
+    let wanted = format!("{group} {name}");
+    commands
+        .iter()
+        .find(|spec| spec.name == wanted)
+        .copied()
+        .ok_or_else(|| {
+            eprintln!("thermostat-server {group}: unknown command {name:?}\n\n{usage}");
+            EXIT_USAGE
+        })
+}
+
 /// Parses `args` (after the subcommand). `Ok(None)` means `--help` was asked for.
 pub fn parse(spec: &Spec, args: Vec<OsString>) -> Result<Option<Options>, String> {
     let mut options = Options::default();
@@ -155,6 +184,40 @@ pub fn prepare(spec: &Spec, args: Vec<OsString>) -> Result<(Options, Config), i3
             Err(EXIT_CONFIG)
         }
     }
+}
+
+/// What a subcommand runs with once its options, config and database are in hand.
+pub struct Session {
+    pub spec: &'static Spec,
+    pub options: Options,
+    pub config: Config,
+    pub client: postgres::Client,
+}
+
+/// Picks the subcommand, parses its options, loads the config and connects to the
+/// database; or returns the exit status to end with (see [`choose`] and [`prepare`];
+/// 1 when the database cannot be reached).
+pub fn start(
+    group: &str,
+    usage: &str,
+    commands: &[&'static Spec],
+    args: Vec<OsString>,
+) -> Result<Session, i32> {
+    let spec = choose(group, usage, commands, args.first())?;
+    let (options, config) = prepare(spec, args[1..].to_vec())?;
+    let client = connect(&config).map_err(|message| fail(spec, &message))?;
+    Ok(Session {
+        spec,
+        options,
+        config,
+        client,
+    })
+}
+
+/// Prints `message` as the subcommand's error and returns exit status 1.
+pub fn fail(spec: &Spec, message: &str) -> i32 {
+    eprintln!("thermostat-server {}: {message}", spec.name);
+    super::EXIT_FAILURE
 }
 
 /// Opens a database client with the daemon's settings.

@@ -11,14 +11,17 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use serde_json::{Value, json};
 
+use jiff::Timestamp;
+
 use super::args::{confirms, needs_confirmation, settings_change};
 use super::operator::{self, Options, Spec, Targets};
-use super::reach::{Reach, TimeSync};
+use super::reach::{Reach, SetOutcome, TimeSync};
 use super::render::{self, STATE_HEADER, Table};
 use super::{EXIT_FAILURE, EXIT_OK};
 use crate::api::views;
 use crate::config::Config;
 use crate::device::{DAY_NAMES, WeekProgram};
+use crate::reading::ThermostatState;
 use crate::thermostat::ThermostatRecord;
 
 const USAGE: &str = "\
@@ -137,104 +140,31 @@ Options:
 
 /// Runs `tstat` with `args` (after `tstat`) and returns the exit status.
 pub fn run(args: Vec<OsString>) -> i32 {
-    let command = args.first().and_then(|first| first.to_str()).unwrap_or("");
-    let spec = match command {
-        "list" => &LIST,
-        "status" => &STATUS,
-        "set" => &SET,
-        "time-sync" => &TIME_SYNC,
-        "schedule" => &SCHEDULE,
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            return EXIT_OK;
-        }
-        "" => {
-            eprintln!("thermostat-server tstat: missing command\n\n{USAGE}");
-            return super::EXIT_USAGE;
-        }
-        other => {
-            eprintln!("thermostat-server tstat: unknown command {other:?}\n\n{USAGE}");
-            return super::EXIT_USAGE;
-        }
-    };
-    let (options, config) = match operator::prepare(spec, args[1..].to_vec()) {
-        Ok(prepared) => prepared,
+    let commands = [&LIST, &STATUS, &SET, &TIME_SYNC, &SCHEDULE];
+    let operator::Session {
+        spec,
+        options,
+        config,
+        mut client,
+    } = match operator::start("tstat", USAGE, &commands, args) {
+        Ok(session) => session,
         Err(status) => return status,
-    };
-    // `operator::parse` has checked the settings already.
-    let change = if spec.settings {
-        match settings_change(&options.fields) {
-            Ok(change) => Some(change),
-            Err(message) => return operator::usage_error(spec, &message),
-        }
-    } else {
-        None
-    };
-
-    let mut client = match operator::connect(&config) {
-        Ok(client) => client,
-        Err(message) => return fail(spec, &message),
     };
     if spec.name == LIST.name {
         return list(&mut client, &options, &config);
     }
     let targets = match operator::load_targets(&mut client, &options) {
         Ok(targets) => targets,
-        Err(message) => return fail(spec, &message),
+        Err(message) => return operator::fail(spec, &message),
     };
     drop(client);
 
-    match change {
-        Some(change) => {
-            let action = format!("apply {}", change.describe());
-            if !confirmed(&options, &action, targets.len()) {
-                eprintln!("thermostat-server tstat set: cancelled; nothing was changed");
-                return EXIT_FAILURE;
-            }
-            let reach = announce(spec, &config, targets.len());
-            for_each(&options, &targets, "set", |target| {
-                reach.set(target, &change).map(|outcome| {
-                    let line = format!(
-                        "{}: applied {} in {} write(s); now {}",
-                        target.id,
-                        change.describe(),
-                        outcome.writes,
-                        summary(&outcome.state)
-                    );
-                    let body = json!({
-                        "writes": outcome.writes,
-                        "state": views::state_json(jiff::Timestamp::now(), &outcome.state, None),
-                    });
-                    (line, body)
-                })
-            })
-        }
-        None if spec.name == TIME_SYNC.name => {
-            if !confirmed(&options, "set the clock", targets.len()) {
-                eprintln!("thermostat-server tstat time-sync: cancelled; nothing was changed");
-                return EXIT_FAILURE;
-            }
-            let reach = announce(spec, &config, targets.len());
-            for_each(&options, &targets, "time-sync", |target| {
-                reach
-                    .time_sync(target)
-                    .map(|outcome| time_sync_line(target, &outcome))
-            })
-        }
-        None if spec.name == SCHEDULE.name => {
-            let reach = announce(spec, &config, targets.len());
-            schedule(&reach, &targets[0], &options)
-        }
-        None => {
-            let reach = announce(spec, &config, targets.len());
-            status(&reach, &targets, &options)
-        }
+    match spec.name {
+        "tstat set" => set(&options, &config, &targets),
+        "tstat time-sync" => time_sync(&options, &config, &targets),
+        "tstat schedule" => schedule(&options, &config, &targets[0]),
+        _ => status(&options, &config, &targets),
     }
-}
-
-fn fail(spec: &Spec, message: &str) -> i32 {
-    eprintln!("thermostat-server {}: {message}", spec.name);
-    EXIT_FAILURE
 }
 
 /// Picks the way to the thermostats and says so on stderr.
@@ -244,69 +174,154 @@ fn announce(spec: &Spec, config: &Config, count: usize) -> Reach {
     reach
 }
 
-/// Asks on the terminal before a write to every thermostat, unless `--yes`.
-fn confirmed(options: &Options, action: &str, count: usize) -> bool {
+/// Asks on the terminal before a write to every thermostat, unless `--yes`. Prints
+/// that nothing was changed when the operator declines.
+fn confirmed(spec: &Spec, options: &Options, action: &str, count: usize) -> bool {
     if !needs_confirmation(options.all, options.yes, std::io::stdin().is_terminal()) {
         return true;
     }
     eprint!("{action} on {count} thermostat(s)? [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    match std::io::stdin().lock().read_line(&mut answer) {
+    let confirmed = match std::io::stdin().lock().read_line(&mut answer) {
         Ok(_) => confirms(&answer),
         Err(_) => false,
+    };
+    if !confirmed {
+        eprintln!(
+            "thermostat-server {}: cancelled; nothing was changed",
+            spec.name
+        );
     }
+    confirmed
 }
 
-/// Runs `action` on every target in turn, with a progress line on stderr for `--all`,
-/// prints one line per thermostat (or one JSON document), and returns 1 if any failed.
-fn for_each(
+/// One thermostat and what the command got from it.
+type Attempt<'a, T> = (&'a ThermostatRecord, Result<T, String>);
+
+/// Runs `action` on every target in turn, one thermostat after the other, with a
+/// progress line on stderr for `--all` and the error of each failure.
+fn attempt_each<'a, T>(
+    spec: &Spec,
     options: &Options,
-    targets: &[ThermostatRecord],
-    verb: &str,
-    mut action: impl FnMut(&ThermostatRecord) -> Result<(String, Value), String>,
-) -> i32 {
-    let mut failed = 0;
-    let mut results = Vec::new();
+    targets: &'a [ThermostatRecord],
+    mut action: impl FnMut(&ThermostatRecord) -> Result<T, String>,
+) -> Vec<Attempt<'a, T>> {
+    let mut attempts = Vec::with_capacity(targets.len());
     for (index, target) in targets.iter().enumerate() {
         let result = action(target);
         if options.all {
             let verdict = if result.is_ok() { "done" } else { "failed" };
             eprintln!("[{}/{}] {} {verdict}", index + 1, targets.len(), target.id);
         }
-        match result {
-            Ok((line, mut body)) => {
-                if !options.json {
-                    println!("{line}");
-                }
-                body["thermostat_id"] = target.id.as_str().into();
-                results.push(body);
-            }
-            Err(message) => {
-                failed += 1;
-                eprintln!(
-                    "thermostat-server tstat {verb}: thermostat {}: {message}",
-                    target.id
-                );
-                results.push(json!({ "thermostat_id": target.id.as_str(), "error": message }));
-            }
+        if let Err(message) = &result {
+            eprintln!(
+                "thermostat-server {}: thermostat {}: {message}",
+                spec.name, target.id
+            );
         }
+        attempts.push((target, result));
     }
-    if options.json {
-        operator::print_json(&json!({ "thermostats": results }));
-    }
-    finish(failed, targets.len(), verb)
+    attempts
 }
 
-fn finish(failed: usize, total: usize, verb: &str) -> i32 {
+/// Prints the attempts as one JSON document (`--json`, each success through `to_json`)
+/// or through `print_human`, and returns 1 when any attempt failed.
+fn report<T>(
+    spec: &Spec,
+    options: &Options,
+    attempts: &[Attempt<'_, T>],
+    to_json: impl Fn(&T) -> Value,
+    print_human: impl FnOnce(Vec<(&ThermostatRecord, &T)>),
+) -> i32 {
+    if options.json {
+        let list: Vec<Value> = attempts
+            .iter()
+            .map(|(target, result)| {
+                let mut body = match result {
+                    Ok(value) => to_json(value),
+                    Err(message) => json!({ "error": message }),
+                };
+                body["thermostat_id"] = target.id.as_str().into();
+                body["name"] = target.name.clone().into();
+                body
+            })
+            .collect();
+        operator::print_json(&json!({ "thermostats": list }));
+    } else {
+        let successes = attempts
+            .iter()
+            .filter_map(|(target, result)| result.as_ref().ok().map(|value| (*target, value)))
+            .collect();
+        print_human(successes);
+    }
+
+    let failed = attempts
+        .iter()
+        .filter(|(_, result)| result.is_err())
+        .count();
     if failed == 0 {
         return EXIT_OK;
     }
-    eprintln!("thermostat-server tstat {verb}: {failed} of {total} thermostat(s) failed");
+    eprintln!(
+        "thermostat-server {}: {failed} of {} thermostat(s) failed",
+        spec.name,
+        attempts.len()
+    );
     EXIT_FAILURE
 }
 
-fn summary(state: &crate::reading::ThermostatState) -> String {
+fn status(options: &Options, config: &Config, targets: &[ThermostatRecord]) -> i32 {
+    let reach = announce(&STATUS, config, targets.len());
+    let attempts = attempt_each(&STATUS, options, targets, |target| reach.status(target));
+    let to_json = |state: &ThermostatState| views::state_json(Timestamp::now(), state, None);
+    report(&STATUS, options, &attempts, to_json, |successes| {
+        let mut table = Table::new(&[&["ID", "NAME"][..], &STATE_HEADER[..]].concat());
+        for (target, state) in &successes {
+            let mut row = vec![target.id.to_string(), target.name.clone()];
+            row.extend(render::state_cells(state));
+            table.push(row);
+        }
+        if !table.is_empty() {
+            print!("{}", table.render());
+        }
+    })
+}
+
+fn set(options: &Options, config: &Config, targets: &[ThermostatRecord]) -> i32 {
+    // `operator::parse` has checked the settings already; this only converts them.
+    let change = match settings_change(&options.fields) {
+        Ok(change) => change,
+        Err(message) => return operator::usage_error(&SET, &message),
+    };
+    let action = format!("apply {}", change.describe());
+    if !confirmed(&SET, options, &action, targets.len()) {
+        return EXIT_FAILURE;
+    }
+
+    let reach = announce(&SET, config, targets.len());
+    let attempts = attempt_each(&SET, options, targets, |target| reach.set(target, &change));
+    let to_json = |outcome: &SetOutcome| {
+        json!({
+            "applied": change.describe(),
+            "writes": outcome.writes,
+            "state": views::state_json(Timestamp::now(), &outcome.state, None),
+        })
+    };
+    report(&SET, options, &attempts, to_json, |successes| {
+        for (target, outcome) in successes {
+            println!(
+                "{}: applied {} in {} write(s); now {}",
+                target.id,
+                change.describe(),
+                outcome.writes,
+                summary(&outcome.state)
+            );
+        }
+    })
+}
+
+fn summary(state: &ThermostatState) -> String {
     let mode = state.tmode.map_or("unknown mode", |mode| mode.name());
     let setpoint = match (state.t_heat, state.t_cool) {
         (Some(heat), _) if mode == "heat" => format!(", heat setpoint {heat:.1} °F"),
@@ -321,30 +336,48 @@ fn summary(state: &crate::reading::ThermostatState) -> String {
     format!("{mode}{setpoint}{hold}")
 }
 
-fn time_sync_line(target: &ThermostatRecord, outcome: &TimeSync) -> (String, Value) {
+fn time_sync(options: &Options, config: &Config, targets: &[ThermostatRecord]) -> i32 {
+    if !confirmed(&TIME_SYNC, options, "set the clock", targets.len()) {
+        return EXIT_FAILURE;
+    }
+    let reach = announce(&TIME_SYNC, config, targets.len());
+    let attempts = attempt_each(&TIME_SYNC, options, targets, |target| {
+        reach.time_sync(target)
+    });
+    report(
+        &TIME_SYNC,
+        options,
+        &attempts,
+        time_sync_json,
+        |successes| {
+            for (target, outcome) in successes {
+                match outcome {
+                    TimeSync::Synced => println!("{}: clock set", target.id),
+                    TimeSync::Restored(value) => println!(
+                        "{}: clock set; the setpoint {value:.1} °F was put back",
+                        target.id
+                    ),
+                    TimeSync::Skipped(reason) => {
+                        println!("{}: skipped, clock not set: {reason}", target.id);
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn time_sync_json(outcome: &TimeSync) -> Value {
     match outcome {
-        TimeSync::Synced => (
-            format!("{}: clock set", target.id),
-            json!({"outcome": "synced"}),
-        ),
-        TimeSync::Restored(value) => (
-            format!(
-                "{}: clock set; the setpoint {value:.1} °F was put back",
-                target.id
-            ),
-            json!({"outcome": "restored", "target": value}),
-        ),
-        TimeSync::Skipped(reason) => (
-            format!("{}: skipped, clock not set: {reason}", target.id),
-            json!({"outcome": "skipped", "reason": reason}),
-        ),
+        TimeSync::Synced => json!({"outcome": "synced"}),
+        TimeSync::Restored(value) => json!({"outcome": "restored", "target": value}),
+        TimeSync::Skipped(reason) => json!({"outcome": "skipped", "reason": reason}),
     }
 }
 
 fn list(client: &mut postgres::Client, options: &Options, config: &Config) -> i32 {
     let overviews = match crate::store::report::thermostats(client, None) {
         Ok(overviews) => overviews,
-        Err(error) => return fail(&LIST, &error.to_string()),
+        Err(error) => return operator::fail(&LIST, &error.to_string()),
     };
     let window = config.polling.interval * 3 + config.polling.request_timeout;
     let now = jiff::Timestamp::now();
@@ -410,49 +443,12 @@ pub fn is_online(
     age.as_secs_f64() <= window.as_secs_f64()
 }
 
-fn status(reach: &Reach, targets: &[ThermostatRecord], options: &Options) -> i32 {
-    let mut table = Table::new(&[&["ID", "NAME"][..], &STATE_HEADER[..]].concat());
-    let mut results = Vec::new();
-    let mut failed = 0;
-    for (index, target) in targets.iter().enumerate() {
-        let result = reach.status(target);
-        if options.all {
-            let verdict = if result.is_ok() { "done" } else { "failed" };
-            eprintln!("[{}/{}] {} {verdict}", index + 1, targets.len(), target.id);
-        }
-        match result {
-            Ok(state) => {
-                let mut row = vec![target.id.to_string(), target.name.clone()];
-                row.extend(render::state_cells(&state));
-                table.push(row);
-                let mut body = views::state_json(jiff::Timestamp::now(), &state, None);
-                body["thermostat_id"] = target.id.as_str().into();
-                body["name"] = target.name.clone().into();
-                results.push(body);
-            }
-            Err(message) => {
-                failed += 1;
-                eprintln!(
-                    "thermostat-server tstat status: thermostat {}: {message}",
-                    target.id
-                );
-                results.push(json!({ "thermostat_id": target.id.as_str(), "error": message }));
-            }
-        }
-    }
-    if options.json {
-        operator::print_json(&json!({ "thermostats": results }));
-    } else if !table.is_empty() {
-        print!("{}", table.render());
-    }
-    finish(failed, targets.len(), "status")
-}
-
-fn schedule(reach: &Reach, target: &ThermostatRecord, options: &Options) -> i32 {
+fn schedule(options: &Options, config: &Config, target: &ThermostatRecord) -> i32 {
+    let reach = announce(&SCHEDULE, config, 1);
     let (heat, cool) = match reach.schedule(target) {
         Ok(programs) => programs,
         Err(message) => {
-            return fail(&SCHEDULE, &format!("thermostat {}: {message}", target.id));
+            return operator::fail(&SCHEDULE, &format!("thermostat {}: {message}", target.id));
         }
     };
     if options.json {
