@@ -65,7 +65,7 @@ fn json_of(output: &Output) -> Value {
         .unwrap_or_else(|error| panic!("stdout is not JSON ({error}):\n{}", stdout(output)))
 }
 
-/// A folder of its own for one test's config file.
+/// Creates a folder for one test's config file.
 fn scratch(name: &str) -> PathBuf {
     let folder = std::env::temp_dir().join(format!("tstat-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&folder).expect("create scratch folder");
@@ -85,7 +85,7 @@ fn write_config(folder: &Path, url: &str, api: SocketAddr) -> PathBuf {
     path
 }
 
-/// A loopback address where nothing listens, so the command finds no daemon.
+/// Returns a loopback address where nothing listens, so the command finds no daemon.
 fn closed_address() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address")
@@ -194,7 +194,7 @@ fn cool_all(devices: &[SimDevice]) {
 }
 
 #[test]
-fn bad_usage_exits_2_and_names_the_problem() {
+fn bad_usage_exits_2() {
     let cases: [(&[&str], &str); 6] = [
         (&["tstat"], "missing command"),
         (&["tstat", "frobnicate"], "frobnicate"),
@@ -257,7 +257,7 @@ fn config_problems_exit_78_and_66() {
 }
 
 #[test]
-fn help_names_every_option_and_unit() {
+fn help_names_options_and_units() {
     let top = cli(&["help"]);
     expect_status(&top, 0);
     for word in ["tstat COMMAND", "db COMMAND", "2 bad usage", "78"] {
@@ -331,7 +331,7 @@ fn insert_failure(client: &mut postgres::Client, id: &str, ts: Timestamp, kind: 
 }
 
 #[test]
-fn db_reports_on_a_database_with_known_holes() {
+fn db_reports_known_holes() {
     let url = support::fresh_database_url("cli_db_gaps");
     let mut client = support::connect(&url);
     migrate::apply_migrations(&mut client).expect("migrations apply");
@@ -489,7 +489,7 @@ fn db_reports_on_a_database_with_known_holes() {
 }
 
 #[test]
-fn set_all_without_daemon_reaches_each_thermostat_once() {
+fn set_all_direct_writes_each_once() {
     let site = Site::start("set_direct", 4);
     let devices = site.fleet.devices();
     cool_all(devices);
@@ -516,7 +516,7 @@ fn set_all_without_daemon_reaches_each_thermostat_once() {
 }
 
 #[test]
-fn status_all_reports_a_failure_and_still_reads_the_rest() {
+fn status_all_continues_past_failure() {
     let mut site = Site::start("status_failure", 2);
     let dead = record("dead000000d1", DeviceAddress::new(closed_address()));
     queries::upsert_thermostat(&mut site.client, &dead, Timestamp::now())
@@ -556,7 +556,7 @@ fn status_all_reports_a_failure_and_still_reads_the_rest() {
 }
 
 #[test]
-fn time_sync_skips_a_temporary_setpoint_and_schedule_prints_the_week() {
+fn time_sync_skips_temporary_setpoint() {
     let site = Site::start("time_sync", 3);
     let devices = site.fleet.devices();
     // A temporary setpoint: the next clock write would clear it.
@@ -595,10 +595,21 @@ fn time_sync_skips_a_temporary_setpoint_and_schedule_prints_the_week() {
         assert_eq!(posts.len(), 1, "{posts:?}");
         assert!(posts[0].contains("\"time\""), "{posts:?}");
     }
+}
 
-    let uuid = devices[1].uuid();
-    devices[1].handle().reset_stats();
-    let schedule = cli(&["tstat", "schedule", uuid, "--config", config]);
+#[test]
+fn schedule_prints_week_tables() {
+    let site = Site::start("schedule", 1);
+    let device = &site.fleet.devices()[0];
+
+    let schedule = cli(&[
+        "tstat",
+        "schedule",
+        device.uuid(),
+        "--config",
+        site.config(),
+    ]);
+
     expect_status(&schedule, 0);
     let table = stdout(&schedule);
     assert!(
@@ -607,7 +618,7 @@ fn time_sync_skips_a_temporary_setpoint_and_schedule_prints_the_week() {
     );
     assert!(table.contains("Mon  06:00 70.0  08:00 62.0"), "{table}");
     assert!(table.contains("Sun  06:00 76.0  08:00 82.0"), "{table}");
-    let stats = devices[1].handle().stats();
+    let stats = device.handle().stats();
     assert_eq!(stats.requests_to("/tstat/program/heat"), 1);
     assert_eq!(stats.requests_to("/tstat/program/cool"), 1);
     // polling.min_request_gap_ms = 300 in the config.
@@ -621,7 +632,7 @@ fn time_sync_skips_a_temporary_setpoint_and_schedule_prints_the_week() {
 }
 
 #[test]
-fn commands_go_through_the_running_daemon() {
+fn commands_use_running_daemon() {
     let url = support::fresh_database_url("cli_through_daemon");
     let fleet = fleet(3, simulator::ModelProfile::Ct50);
     let devices = fleet.devices();
@@ -647,9 +658,9 @@ fn commands_go_through_the_running_daemon() {
     let config = config.to_str().expect("path");
 
     // Without the token the daemon refuses the write, and nothing reaches a unit.
-    let refused = cli(&["tstat", "time-sync", devices[1].uuid(), "--config", config]);
-    expect_status(&refused, 1);
-    assert!(stderr(&refused).contains("401"), "{}", stderr(&refused));
+    let rejected = cli(&["tstat", "time-sync", devices[1].uuid(), "--config", config]);
+    expect_status(&rejected, 1);
+    assert!(stderr(&rejected).contains("401"), "{}", stderr(&rejected));
     assert!(tstat_posts(&devices[1]).is_empty());
 
     let cli = |args: &[&str]| cli_with_token(args, Some(TOKEN));

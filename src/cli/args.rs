@@ -38,12 +38,12 @@ pub fn parse_duration(option: &str, text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The code of a `--mode` name: off 0, heat 1, cool 2, auto 3.
+/// Returns the code of a `--mode` name: off 0, heat 1, cool 2, auto 3.
 pub fn parse_mode(text: &str) -> Result<i64, String> {
     code_of("--mode", text, &["off", "heat", "cool", "auto"])
 }
 
-/// The code of a `--fan` name: auto 0, circulate 1, on 2.
+/// Returns the code of a `--fan` name: auto 0, circulate 1, on 2.
 pub fn parse_fan(text: &str) -> Result<i64, String> {
     code_of("--fan", text, &["auto", "circulate", "on"])
 }
@@ -64,7 +64,7 @@ fn code_of(option: &str, text: &str, names: &[&str]) -> Result<i64, String> {
     }
 }
 
-/// The value of a `--hold` flag.
+/// Parses a `--hold` value: on or off.
 pub fn parse_hold(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "on" | "yes" | "1" | "true" => Ok(true),

@@ -2,7 +2,7 @@
 //! operator commands `tstat` and `db`, and `--version`.
 //!
 //! Exit statuses follow sysexits: 0 success, 1 runtime failure (a thermostat or the
-//! database answered with an error), 2 bad usage, 66 unreadable config file, 78 invalid
+//! database returned an error), 2 bad usage, 66 unreadable config file, 78 invalid
 //! config.
 //!
 //! - `tstat.rs`: `tstat list|status|set|time-sync|schedule`, through `reach.rs`, which

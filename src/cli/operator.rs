@@ -1,5 +1,5 @@
-//! What the `tstat` and `db` commands share: their options, the config, the database
-//! connection and the choice of thermostats.
+//! The parts the `tstat` and `db` commands share: their options, the config, the
+//! database connection and the choice of thermostats.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use crate::config::{self, Config, EX_NOINPUT};
 use crate::store::{self, report};
 use crate::thermostat::{ThermostatId, ThermostatRecord};
 
-/// Which thermostats a command takes.
+/// The thermostats a command takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Targets {
     /// None (`tstat list`, `db check`, `db gaps`).
@@ -186,7 +186,7 @@ pub fn prepare(spec: &Spec, args: Vec<OsString>) -> Result<(Options, Config), i3
     }
 }
 
-/// What a subcommand runs with once its options, config and database are in hand.
+/// A subcommand's parsed options, config and database client.
 pub struct Session {
     pub spec: &'static Spec,
     pub options: Options,
@@ -195,8 +195,8 @@ pub struct Session {
 }
 
 /// Picks the subcommand, parses its options, loads the config and connects to the
-/// database; or returns the exit status to end with (see [`choose`] and [`prepare`];
-/// 1 when the database cannot be reached).
+/// database. On failure it returns the exit status to end with, as [`choose`] and
+/// [`prepare`] do, or 1 when the database cannot be reached.
 pub fn start(
     group: &str,
     usage: &str,
@@ -313,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_or_invalid_settings_rejected_before_the_config() {
+    fn invalid_settings_rejected_early() {
         let error = parse(&SET, args(&["--all", "--config", "x"])).expect_err("no settings");
         assert!(error.contains("--mode"), "{error}");
         let error =

@@ -1,7 +1,7 @@
 //! How the command line reaches a thermostat. A thermostat's web server takes one
 //! connection at a time, and the daemon's `DeviceLink` keeps that rule only inside the
-//! daemon. So while the daemon's local API answers, every request goes through it and
-//! the daemon's own link does the work; otherwise the command line opens a `DeviceLink`
+//! daemon. So while the daemon's local API responds, every request goes through it and
+//! the daemon's own link does the work. Otherwise the command line opens a `DeviceLink`
 //! of its own. Both ways run the same code: `control::apply_change` for settings and
 //! `discovery::setup::sync_clock` for the clock.
 
@@ -21,10 +21,10 @@ use crate::discovery::setup::{ClockOutcome, sync_clock};
 use crate::reading::ThermostatState;
 use crate::thermostat::ThermostatRecord;
 
-/// Time allowed for the daemon's API to answer the first probe.
+/// Maximum wait for the daemon's API to respond to the first probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Largest API answer read, in bytes.
+/// Maximum size of an API response read, in bytes.
 const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
 
 /// The outcome of a clock sync, from either path.
@@ -248,7 +248,7 @@ impl Reach {
     }
 }
 
-/// The address to reach the API at: a wildcard listen address means this host.
+/// Returns the address to reach the API at: a wildcard listen address means this host.
 pub fn api_address(listen: SocketAddr) -> SocketAddr {
     if listen.ip().is_unspecified() {
         let ip = match listen.ip() {
@@ -322,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn time_sync_outcomes_round_trip_through_the_api_form() {
+    fn time_sync_outcomes_round_trip() {
         let outcomes = [
             ClockOutcome::Synced,
             ClockOutcome::Restored { target: 70.5 },

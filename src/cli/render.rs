@@ -63,12 +63,12 @@ impl Table {
     }
 }
 
-/// A temperature in °F with one decimal, or `-` when unknown.
+/// Formats a temperature in °F with one decimal, or `-` when unknown.
 pub fn degrees(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_string(), |value| format!("{value:.1}"))
 }
 
-/// A flag as `yes`/`no`, or `-` when unknown.
+/// Formats a flag as `yes`/`no`, or `-` when unknown.
 pub fn flag(value: Option<bool>) -> String {
     match value {
         Some(true) => "yes".to_string(),
@@ -77,7 +77,7 @@ pub fn flag(value: Option<bool>) -> String {
     }
 }
 
-/// A time in `zone` as `2026-12-04 23:01:05`, or `-`.
+/// Formats a time in `zone` as `2026-12-04 23:01:05`, or `-`.
 pub fn local_time(ts: Option<Timestamp>, zone: &TimeZone) -> String {
     ts.map_or_else(
         || "-".to_string(),
@@ -89,14 +89,14 @@ pub fn local_time(ts: Option<Timestamp>, zone: &TimeZone) -> String {
     )
 }
 
-/// A minute in `zone` as `2026-12-04 23:01`.
+/// Formats a minute in `zone` as `2026-12-04 23:01`.
 pub fn local_minute(ts: Timestamp, zone: &TimeZone) -> String {
     ts.to_zoned_datetime(zone.clone())
         .strftime("%Y-%m-%d %H:%M")
         .to_string()
 }
 
-/// A byte count as `12.3 MiB`.
+/// Formats a byte count as `12.3 MiB`.
 pub fn bytes(count: i64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = count as f64;
@@ -117,7 +117,7 @@ pub const STATE_HEADER: [&str; 8] = [
     "TEMP °F", "MODE", "HEAT °F", "COOL °F", "FAN", "HVAC", "HOLD", "OVERRIDE",
 ];
 
-/// One state as table cells, in the daemon's words (the mode names the API uses).
+/// Formats one state as table cells, with the mode names the local API uses.
 pub fn state_cells(state: &ThermostatState) -> Vec<String> {
     let fan = state.fmode.map_or("-", |fan| match fan.code() {
         0 => "auto",

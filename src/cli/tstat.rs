@@ -2,7 +2,7 @@
 //! listed the thermostats, set them all to heat, set their clocks and showed a schedule.
 //!
 //! Thermostats are taken from the database. Requests go through [`Reach`]: the running
-//! daemon when its API answers, a `DeviceLink` of this process otherwise. With `--all`
+//! daemon when its API responds, a `DeviceLink` of this process otherwise. With `--all`
 //! every thermostat is tried, one after the other, and any failure makes the exit
 //! status 1 at the end.
 
@@ -167,7 +167,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// Picks the way to the thermostats and says so on stderr.
+/// Picks the way to the thermostats and prints it on stderr.
 fn announce(spec: &Spec, config: &Config, count: usize) -> Reach {
     let reach = Reach::detect(config);
     eprintln!("{}: {count} thermostat(s), {}", spec.name, reach.describe());
@@ -467,7 +467,7 @@ fn schedule(options: &Options, config: &Config, target: &ThermostatRecord) -> i3
     EXIT_OK
 }
 
-/// A week program as a table: one row per day, one column per period.
+/// Renders a week program as a table: one row per day, one column per period.
 pub fn program_table(program: &WeekProgram) -> Table {
     let periods = program.days.iter().map(Vec::len).max().unwrap_or(0);
     let header: Vec<String> = std::iter::once("DAY".to_string())
@@ -487,7 +487,7 @@ pub fn program_table(program: &WeekProgram) -> Table {
     table
 }
 
-/// A program as JSON: the days in order, Monday first, each with its periods.
+/// Returns a program as JSON: the days in order, Monday first, each with its periods.
 fn program_json(program: &WeekProgram) -> Value {
     let days: Vec<Value> = DAY_NAMES
         .iter()
@@ -510,7 +510,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn week_table_has_days_as_rows_and_periods_as_columns() {
+    fn week_table_rows_are_days() {
         let program = parse_program(br#"{"0":[360,70,1320,62.5],"1":[360,70]}"#).expect("valid");
         let text = program_table(&program).render();
         let lines: Vec<&str> = text.lines().collect();
@@ -525,7 +525,7 @@ mod tests {
     }
 
     #[test]
-    fn online_means_a_recent_reading() {
+    fn online_needs_recent_reading() {
         let now: jiff::Timestamp = "2026-12-04T12:00:00Z".parse().expect("valid");
         let window = Duration::from_secs(60);
         let recent = now - jiff::SignedDuration::from_secs(30);

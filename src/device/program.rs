@@ -8,7 +8,7 @@ use std::fmt;
 
 use super::tstat::{ParseError, parse_object};
 
-/// Which of the two programs.
+/// The heat or the cool program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgramKind {
     Heat,
@@ -23,7 +23,7 @@ impl ProgramKind {
         }
     }
 
-    /// The device path that serves this program.
+    /// Returns the device path that serves this program.
     pub fn path(self) -> &'static str {
         match self {
             Self::Heat => "/tstat/program/heat",
@@ -81,7 +81,7 @@ impl fmt::Display for InvalidProgram {
     }
 }
 
-/// Parses a program body. Days the unit left out stay empty; a day that is not a list
+/// Parses a program body. Days the unit left out stay empty. A day that is not a list
 /// of `minute, °F` pairs with minutes from 0 to 1439 fails the whole body, because a
 /// schedule shown half right would mislead.
 pub fn parse_program(body: &[u8]) -> Result<WeekProgram, ParseError> {

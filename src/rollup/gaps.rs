@@ -7,7 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::{MINUTE, MinuteRange, minute_start};
 
 /// Returns the runs of minutes in `window` that `present` does not contain, oldest first.
-/// `present` holds minute starts of one thermostat in any order; starts outside the
+/// `present` contains minute starts of one thermostat in any order; starts outside the
 /// window are ignored. Consecutive missing minutes merge into one range.
 pub fn missing_ranges(present: &[Timestamp], window: MinuteRange) -> Vec<MinuteRange> {
     let first = minute_start(window.first);

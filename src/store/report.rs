@@ -39,7 +39,7 @@ pub fn target(options: &StoreOptions) -> String {
     worker::describe_target(&options.url)
 }
 
-/// Every thermostat with its newest state, ordered by id; only `id` when given.
+/// Loads every thermostat with its newest state, ordered by id, or only `id` when given.
 pub fn thermostats(
     client: &mut Client,
     id: Option<&ThermostatId>,
@@ -47,12 +47,12 @@ pub fn thermostats(
     queries::thermostat_overviews(client, id)
 }
 
-/// What `db check` reports.
+/// The findings of `db check`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatabaseCheck {
     /// Highest applied migration, `None` before the daemon first connected.
     pub schema_version: Option<i32>,
-    /// Highest migration this build knows.
+    /// Highest migration version in this build.
     pub expected_version: i32,
     /// `(table, rows)`; tables that do not exist are left out.
     pub row_counts: Vec<(String, i64)>,
