@@ -722,3 +722,51 @@ fn commands_use_running_daemon() {
     }
     daemon.stop();
 }
+
+#[test]
+fn rejecting_api_blocks_direct_requests() {
+    // Something on api.listen returns 403 to every request, as the daemon does for a
+    // Host it does not serve. Going around it could overlap the daemon's polls.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let api = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut request = [0_u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let body = r#"{"error":"Host not served"}"#;
+            let response = format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut stream, response.as_bytes());
+        }
+    });
+    let url = support::fresh_database_url("cli_rejecting_api");
+    let fleet = fleet(1, simulator::ModelProfile::Ct50);
+    register(&url, fleet.devices());
+    let device = &fleet.devices()[0];
+    device.handle().reset_stats();
+    let config = write_config(&scratch("rejecting-api"), &url, api);
+
+    let output = cli(&[
+        "tstat",
+        "status",
+        device.uuid(),
+        "--config",
+        config.to_str().expect("path"),
+    ]);
+
+    expect_status(&output, 1);
+    assert!(
+        stderr(&output).contains("returned 403"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("api.allowed_hosts"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(device.handle().stats().total_requests, 0);
+}

@@ -73,6 +73,23 @@ pub struct SetOutcome {
     pub writes: u64,
 }
 
+/// A failed request to the daemon's API.
+#[derive(Debug, Clone, PartialEq)]
+enum CallError {
+    /// No connection, or no complete response before the deadline.
+    Unreachable(String),
+    /// The API responded with a status other than 2xx.
+    Rejected(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(message) | Self::Rejected(message) => f.write_str(message),
+        }
+    }
+}
+
 /// The way to the thermostats for this run.
 pub enum Reach {
     /// Through the running daemon's local API at `address`.
@@ -90,9 +107,14 @@ pub enum Reach {
 }
 
 impl Reach {
-    /// Chooses the daemon when its API answers `GET /api/system/info` as this program,
-    /// and direct requests otherwise.
-    pub fn detect(config: &Config) -> Self {
+    /// Chooses the daemon when its API returns this program's `GET /api/system/info`,
+    /// and direct requests when nothing accepts the connection. Anything else on that
+    /// address is an error, because direct requests beside a running daemon would give
+    /// a thermostat two requests at once.
+    ///
+    /// NOTE: a daemon too busy to respond within 2 s counts as absent, so its polls and
+    /// this command's requests may then overlap.
+    pub fn detect(config: &Config) -> Result<Self, String> {
         let address = api_address(config.api.listen);
         let token = config
             .secrets
@@ -105,14 +127,22 @@ impl Reach {
             timeout: config.polling.request_timeout * 2 + Duration::from_secs(15),
         };
         match daemon.call("GET", "/api/system/info", None, PROBE_TIMEOUT) {
-            Ok(info) if info["name"] == env!("CARGO_PKG_NAME") => daemon,
-            Ok(_) | Err(_) => Self::Direct {
+            Ok(info) if info["name"] == env!("CARGO_PKG_NAME") => Ok(daemon),
+            Ok(_) => Err(format!(
+                "{address} (api.listen) is served by another program than thermostat-server; \
+                 set api.listen to the daemon's address"
+            )),
+            Err(CallError::Unreachable(_)) => Ok(Self::Direct {
                 options: LinkOptions {
                     request_timeout: config.polling.request_timeout,
                     min_request_gap: config.polling.min_request_gap,
                 },
                 time_zone: config.site.time_zone.clone(),
-            },
+            }),
+            Err(error) => Err(format!(
+                "{error}; the daemon seems to run, so this command will not reach the \
+                 thermostats past it: check api.listen and api.allowed_hosts"
+            )),
         }
     }
 
@@ -120,7 +150,9 @@ impl Reach {
     pub fn describe(&self) -> String {
         match self {
             Self::Daemon { address, .. } => format!("through the running daemon at {address}"),
-            Self::Direct { .. } => "directly (the daemon's local API did not answer)".to_string(),
+            Self::Direct { .. } => {
+                "directly (the daemon's local API did not accept a connection)".to_string()
+            }
         }
     }
 
@@ -219,32 +251,35 @@ impl Reach {
         body: Option<&Value>,
     ) -> Result<Value, String> {
         let Self::Daemon { timeout, .. } = self else {
-            return Err("not connected to the daemon".to_string());
+            return Err("no daemon in use".to_string());
         };
         let path = format!("/api/thermostats/{}/{action}", target.id);
         self.call(method, &path, body, *timeout)
+            .map_err(|error| error.to_string())
     }
 
-    /// Sends one request to the daemon's API and returns the JSON body of a 2xx answer,
-    /// or the API's error message.
+    /// Sends one request to the daemon's API and returns the JSON body of a 2xx
+    /// response.
     fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
         timeout: Duration,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, CallError> {
         let Self::Daemon { address, token, .. } = self else {
-            return Err("not connected to the daemon".to_string());
+            return Err(CallError::Unreachable("no daemon in use".to_string()));
         };
         let (status, text) = exchange(*address, token.as_deref(), method, path, body, timeout)
-            .map_err(|error| format!("local API at {address}: {error}"))?;
+            .map_err(|error| CallError::Unreachable(format!("local API at {address}: {error}")))?;
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
             return Ok(json);
         }
         let message = json["error"].as_str().map_or(text.trim(), str::trim);
-        Err(format!("local API answered {status}: {message}"))
+        Err(CallError::Rejected(format!(
+            "the local API at {address} returned {status}: {message}"
+        )))
     }
 }
 

@@ -167,11 +167,12 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// Picks the way to the thermostats and prints it on stderr.
-fn announce(spec: &Spec, config: &Config, count: usize) -> Reach {
-    let reach = Reach::detect(config);
+/// Picks the way to the thermostats and prints it on stderr, or returns exit status 1
+/// when neither way is safe.
+fn announce(spec: &Spec, config: &Config, count: usize) -> Result<Reach, i32> {
+    let reach = Reach::detect(config).map_err(|message| operator::fail(spec, &message))?;
     eprintln!("{}: {count} thermostat(s), {}", spec.name, reach.describe());
-    reach
+    Ok(reach)
 }
 
 /// Asks on the terminal before a write to every thermostat, unless `--yes`. Prints
@@ -272,7 +273,10 @@ fn report<T>(
 }
 
 fn status(options: &Options, config: &Config, targets: &[ThermostatRecord]) -> i32 {
-    let reach = announce(&STATUS, config, targets.len());
+    let reach = match announce(&STATUS, config, targets.len()) {
+        Ok(reach) => reach,
+        Err(status) => return status,
+    };
     let attempts = attempt_each(&STATUS, options, targets, |target| reach.status(target));
     let to_json = |state: &ThermostatState| views::state_json(Timestamp::now(), state, None);
     report(&STATUS, options, &attempts, to_json, |successes| {
@@ -299,7 +303,10 @@ fn set(options: &Options, config: &Config, targets: &[ThermostatRecord]) -> i32 
         return EXIT_FAILURE;
     }
 
-    let reach = announce(&SET, config, targets.len());
+    let reach = match announce(&SET, config, targets.len()) {
+        Ok(reach) => reach,
+        Err(status) => return status,
+    };
     let attempts = attempt_each(&SET, options, targets, |target| reach.set(target, &change));
     let to_json = |outcome: &SetOutcome| {
         json!({
@@ -340,7 +347,10 @@ fn time_sync(options: &Options, config: &Config, targets: &[ThermostatRecord]) -
     if !confirmed(&TIME_SYNC, options, "set the clock", targets.len()) {
         return EXIT_FAILURE;
     }
-    let reach = announce(&TIME_SYNC, config, targets.len());
+    let reach = match announce(&TIME_SYNC, config, targets.len()) {
+        Ok(reach) => reach,
+        Err(status) => return status,
+    };
     let attempts = attempt_each(&TIME_SYNC, options, targets, |target| {
         reach.time_sync(target)
     });
@@ -444,7 +454,10 @@ pub fn is_online(
 }
 
 fn schedule(options: &Options, config: &Config, target: &ThermostatRecord) -> i32 {
-    let reach = announce(&SCHEDULE, config, 1);
+    let reach = match announce(&SCHEDULE, config, 1) {
+        Ok(reach) => reach,
+        Err(status) => return status,
+    };
     let (heat, cool) = match reach.schedule(target) {
         Ok(programs) => programs,
         Err(message) => {
