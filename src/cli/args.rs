@@ -73,8 +73,8 @@ pub fn parse_hold(text: &str) -> Result<bool, String> {
     }
 }
 
-/// Parses a `--heat` or `--cool` setpoint in °F; range and rounding are checked with the
-/// rest of the change by [`settings_change`].
+/// Parses a `--heat` or `--cool` setpoint in °F. [`settings_change`] checks the range
+/// and rounds it with the rest of the change.
 pub fn parse_setpoint(option: &str, text: &str) -> Result<f64, String> {
     text.trim()
         .parse::<f64>()

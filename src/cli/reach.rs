@@ -1,4 +1,4 @@
-//! How the command line reaches a thermostat. A thermostat's web server takes one
+//! The two ways the command line reaches a thermostat. A thermostat's web server takes one
 //! connection at a time, and the daemon's `DeviceLink` keeps that rule only inside the
 //! daemon. So while the daemon's local API responds, every request goes through it and
 //! the daemon's own link does the work. Otherwise the command line opens a `DeviceLink`

@@ -2,7 +2,7 @@
 //! and the gap report with the poll failures around each gap.
 //!
 //! These run on a command line's main thread with a client of their own, opened with
-//! [`connect`]; they never migrate and never write. The schema knowledge stays here.
+//! [`connect`]. They never migrate and never write. The schema knowledge stays here.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
