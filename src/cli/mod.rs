@@ -53,7 +53,7 @@ Commands:
 Every command also takes --help. The log level comes from the config's log.level, or
 from RUST_LOG when it is set.
 
-Exit status: 0 success; 1 a thermostat or the database answered with an error (with
+Exit status: 0 success; 1 a thermostat or the database returned an error (with
 --all: after trying every thermostat); 2 bad usage; 66 the config file cannot be
 read; 78 the config file is invalid.";
 

@@ -37,9 +37,9 @@ Commands:
   schedule ID           Show the heat and cool weekly programs
 
 ID is the thermostat's uuid as `tstat list` shows it. Requests go through the running
-daemon's local API when it answers (api.listen, with THERMOSTAT_API_TOKEN when set),
-so a thermostat never gets two requests at once; otherwise this command talks to the
-thermostat itself. Run `tstat COMMAND --help` for each command's options.";
+daemon's local API when it accepts connections (api.listen, with THERMOSTAT_API_TOKEN
+when set), so a thermostat never gets two requests at once. Otherwise this command
+talks to the thermostat itself. Run `tstat COMMAND --help` for each command's options.";
 
 const LIST: Spec = Spec {
     name: "tstat list",
@@ -86,10 +86,14 @@ setpoint of the unit's mode is posted, and the result is read back and sent once
 if it did not stick. Give at least one of:
 
   --mode off|heat|cool|auto  Operating mode (tmode); auto only on models that have it
-  --heat °F                  Heat setpoint, 35 to 95 °F (t_heat; needs heat mode)
-  --cool °F                  Cool setpoint, 35 to 95 °F (t_cool; needs cool mode)
+  --heat °F                  Heat setpoint (t_heat), 35 to 95 °F
+  --cool °F                  Cool setpoint (t_cool), 35 to 95 °F
   --fan auto|circulate|on    Fan mode (fmode); circulate only on CT80 models
-  --hold on|off              Keep the setpoint across program periods
+  --hold on|off              Keep the setpoint across program periods (hold)
+
+A setpoint must match the mode the unit will be in (the current one, or --mode), since
+posting it in the other mode would switch the unit; CT80 Rev B units in auto mode
+take both. A model that cannot make the change fails without any write.
 
 Other options:
   --config FILE  Site configuration
