@@ -16,7 +16,7 @@ use support::daemon::{RunningDaemon, fleet_config, http_get, wait_for};
 use thermostat_server::config::Secret;
 use thermostat_server::rollup::minute_start;
 use thermostat_server::simulator::{self, Fleet, FleetOptions, Mode, SimDevice};
-use thermostat_server::store::{migrate, queries};
+use thermostat_server::store::{migrate, queries, report};
 use thermostat_server::thermostat::{DeviceAddress, ThermostatId, ThermostatRecord};
 
 /// The local API token of the daemon test.
@@ -720,6 +720,15 @@ fn commands_use_running_daemon() {
     for device in devices {
         assert_eq!(device.handle().stats().overlapping_requests, 0);
     }
+
+    // The new routes return 404 for a thermostat the daemon does not poll.
+    for route in ["live", "program"] {
+        let (status, body) = http_get(
+            daemon.api,
+            &format!("/api/thermostats/ffffffffffff/{route}"),
+        );
+        assert_eq!(status, 404, "{route}: {body}");
+    }
     daemon.stop();
 }
 
@@ -769,4 +778,39 @@ fn rejecting_api_blocks_direct_requests() {
         stderr(&output)
     );
     assert_eq!(device.handle().stats().total_requests, 0);
+}
+
+#[test]
+fn db_check_estimates_large_tables() {
+    let url = support::fresh_database_url("cli_db_estimate");
+    let mut client = support::connect(&url);
+    migrate::apply_migrations(&mut client).expect("migrations apply");
+    let thermostat = record("aa00000000c3", DeviceAddress::new(closed_address()));
+    queries::upsert_thermostat(&mut client, &thermostat, Timestamp::now())
+        .expect("store thermostat");
+    client
+        .batch_execute(
+            "INSERT INTO poll_failures (thermostat_id, ts, kind)
+             SELECT 'aa00000000c3', now() - n * interval '1 second', 'timeout'
+             FROM generate_series(1, 50) AS n;
+             ANALYZE poll_failures;",
+        )
+        .expect("insert and analyze");
+
+    let check = report::database_check(&mut client, 40.0).expect("check runs");
+
+    let failures = check
+        .row_counts
+        .iter()
+        .find(|count| count.table == "poll_failures")
+        .expect("poll_failures counted");
+    assert!(failures.estimated, "{failures:?}");
+    assert_eq!(failures.rows, 50);
+    let thermostats = check
+        .row_counts
+        .iter()
+        .find(|count| count.table == "thermostats")
+        .expect("thermostats counted");
+    assert!(!thermostats.estimated, "{thermostats:?}");
+    assert_eq!(thermostats.rows, 1);
 }

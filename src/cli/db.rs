@@ -38,6 +38,10 @@ const CHECK: Spec = Spec {
     usage: "\
 Usage: thermostat-server db check --config FILE [--json]
 
+Row counts of tables the planner estimates at a million rows or more are that
+estimate, marked ~ (JSON: estimated_row_counts), because counting them exactly reads
+the whole table.
+
 Options:
   --config FILE  Site configuration; database.url sets the database
   --json         Print JSON instead of text",
@@ -123,7 +127,8 @@ fn text_time(ts: Option<Timestamp>) -> Value {
 }
 
 fn check(client: &mut postgres::Client, options: &Options, config: &Config) -> Result<(), String> {
-    let check = report::database_check(client).map_err(operator::describe)?;
+    let check =
+        report::database_check(client, report::EXACT_COUNT_LIMIT).map_err(operator::describe)?;
     if options.json {
         operator::print_json(&check_json(&check));
     } else {
@@ -139,10 +144,22 @@ fn check_json(check: &DatabaseCheck) -> Value {
             .collect::<serde_json::Map<_, _>>()
             .into()
     };
+    let counts: serde_json::Map<String, Value> = check
+        .row_counts
+        .iter()
+        .map(|count| (count.table.clone(), Value::from(count.rows)))
+        .collect();
+    let estimated: Vec<&str> = check
+        .row_counts
+        .iter()
+        .filter(|count| count.estimated)
+        .map(|count| count.table.as_str())
+        .collect();
     json!({
         "schema_version": check.schema_version,
         "expected_schema_version": check.expected_version,
-        "row_counts": pairs(&check.row_counts),
+        "row_counts": counts,
+        "estimated_row_counts": estimated,
         "newest_readings": check.newest_readings.iter()
             .map(|(id, ts)| json!({"thermostat_id": id, "ts": text_time(*ts)}))
             .collect::<Vec<_>>(),
@@ -164,8 +181,10 @@ fn check_text(check: &DatabaseCheck, zone: &jiff::tz::TimeZone) -> String {
     let mut out = format!("Schema version: {version}\n\nRows\n");
 
     let mut rows = Table::new(&["TABLE", "ROWS"]);
-    for (table, count) in &check.row_counts {
-        rows.push(vec![table.clone(), count.to_string()]);
+    for count in &check.row_counts {
+        // An estimate comes from the planner's statistics, for tables too large to count.
+        let prefix = if count.estimated { "~" } else { "" };
+        rows.push(vec![count.table.clone(), format!("{prefix}{}", count.rows)]);
     }
     out.push_str(&rows.render());
 

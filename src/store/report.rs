@@ -4,7 +4,6 @@
 //! These run on a command line's main thread with a client of their own, opened with
 //! [`connect`]. They never migrate and never write. The schema knowledge stays here.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use jiff::{SignedDuration, Timestamp};
@@ -54,8 +53,8 @@ pub struct DatabaseCheck {
     pub schema_version: Option<i32>,
     /// Highest migration version in this build.
     pub expected_version: i32,
-    /// `(table, rows)`; tables that do not exist are left out.
-    pub row_counts: Vec<(String, i64)>,
+    /// Rows per table; tables that do not exist are left out.
+    pub row_counts: Vec<RowCount>,
     /// `(thermostat, time of its newest reading)`.
     pub newest_readings: Vec<(String, Option<Timestamp>)>,
     /// State changes not yet acknowledged by the public server.
@@ -66,8 +65,12 @@ pub struct DatabaseCheck {
     pub table_sizes: Vec<(String, i64)>,
 }
 
-/// Runs the checks of `db check`.
-pub fn database_check(client: &mut Client) -> Result<DatabaseCheck, StoreError> {
+/// Runs the checks of `db check`. Tables estimated at `exact_count_limit` rows or more
+/// report the planner's estimate instead of an exact count.
+pub fn database_check(
+    client: &mut Client,
+    exact_count_limit: f32,
+) -> Result<DatabaseCheck, StoreError> {
     let existing = existing_tables(client)?;
     let has = |table: &str| existing.iter().any(|name| name == table);
 
@@ -82,11 +85,7 @@ pub fn database_check(client: &mut Client) -> Result<DatabaseCheck, StoreError> 
 
     let mut row_counts = Vec::new();
     for table in COUNTED_TABLES.iter().filter(|table| has(table)) {
-        // The name comes from the constant list above, never from input.
-        let row = client
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .map_err(|error| StoreError::from_postgres(&format!("counting {table}"), &error))?;
-        row_counts.push((table.to_string(), row.get(0)));
+        row_counts.push(count_rows(client, table, exact_count_limit)?);
     }
 
     let newest_readings = if has("current_state") {
@@ -108,6 +107,47 @@ pub fn database_check(client: &mut Client) -> Result<DatabaseCheck, StoreError> 
         outbox_backlog,
         oldest_unsent,
         table_sizes: table_sizes(client)?,
+    })
+}
+
+/// The number of rows of one table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowCount {
+    pub table: String,
+    pub rows: i64,
+    /// True when `rows` is the planner's estimate from the last ANALYZE.
+    pub estimated: bool,
+}
+
+/// Tables the planner estimates at this many rows or more are not counted exactly by
+/// `db check`, because `count(*)` reads the whole table, which on an SD card can
+/// outlast the 30 s statement timeout.
+pub const EXACT_COUNT_LIMIT: f32 = 1_000_000.0;
+
+fn count_rows(client: &mut Client, table: &str, limit: f32) -> Result<RowCount, StoreError> {
+    let estimate: f32 = client
+        .query_one(
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)",
+            &[&table],
+        )
+        .map_err(|error| StoreError::from_postgres(&format!("estimating {table}"), &error))?
+        .get(0);
+    // reltuples is -1 before the first ANALYZE.
+    if estimate >= limit {
+        return Ok(RowCount {
+            table: table.to_string(),
+            rows: estimate as i64,
+            estimated: true,
+        });
+    }
+    // The name comes from `COUNTED_TABLES`, never from input.
+    let row = client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .map_err(|error| StoreError::from_postgres(&format!("counting {table}"), &error))?;
+    Ok(RowCount {
+        table: table.to_string(),
+        rows: row.get(0),
+        estimated: false,
     })
 }
 
@@ -261,8 +301,6 @@ pub fn gap_report(
             &[],
         )
         .map_err(|error| StoreError::from_postgres("listing thermostats", &error))?;
-    let present = present_minutes(client, since, end)?;
-
     let mut report = Vec::with_capacity(thermostats.len());
     for row in &thermostats {
         let id: String = row.get(0);
@@ -271,9 +309,9 @@ pub fn gap_report(
             first: since.max(first_seen).min(end),
             end,
         };
-        let minutes = present.get(&id).map_or(&[][..], Vec::as_slice);
+        let minutes = present_minutes(client, &id, window)?;
         let mut gaps = Vec::new();
-        for range in missing_ranges(minutes, window) {
+        for range in missing_ranges(&minutes, window) {
             let failures = failures_around(client, &id, failure_window(range, margin))?;
             gaps.push(Gap { range, failures });
         }
@@ -287,26 +325,21 @@ pub fn gap_report(
     Ok(report)
 }
 
+/// Reads the minute starts of one thermostat in `window`, one thermostat at a time so
+/// that a long window of a large site does not sit in memory at once.
 fn present_minutes(
     client: &mut Client,
-    since: Timestamp,
-    end: Timestamp,
-) -> Result<BTreeMap<String, Vec<Timestamp>>, StoreError> {
+    id: &str,
+    window: MinuteRange,
+) -> Result<Vec<Timestamp>, StoreError> {
     let rows = client
         .query(
-            "SELECT thermostat_id, minute_ts FROM minute_readings
-             WHERE minute_ts >= $1 AND minute_ts < $2",
-            &[&sql_time(since), &sql_time(end)],
+            "SELECT minute_ts FROM minute_readings
+             WHERE thermostat_id = $1 AND minute_ts >= $2 AND minute_ts < $3",
+            &[&id, &sql_time(window.first), &sql_time(window.end)],
         )
         .map_err(|error| StoreError::from_postgres("reading minute rows", &error))?;
-    let mut present: BTreeMap<String, Vec<Timestamp>> = BTreeMap::new();
-    for row in &rows {
-        present
-            .entry(row.get(0))
-            .or_default()
-            .push(from_sql_time(row.get(1))?);
-    }
-    Ok(present)
+    rows.iter().map(|row| from_sql_time(row.get(0))).collect()
 }
 
 fn failures_around(
