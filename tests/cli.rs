@@ -513,6 +513,24 @@ fn set_all_direct_writes_each_once() {
     assert!(stderr(&output).contains("[4/4]"), "{}", stderr(&output));
     assert_each_set_once(devices, &output, 68.0);
     assert!(devices.iter().all(|device| device.handle().snapshot().hold));
+    let mut client = site.client;
+    assert_eq!(
+        recorded_settings(&mut client),
+        vec![("command_line".to_string(), 68.0); 4]
+    );
+}
+
+/// Returns `(source, t_heat)` of every `device_config` row.
+fn recorded_settings(client: &mut postgres::Client) -> Vec<(String, f64)> {
+    client
+        .query(
+            "SELECT source, t_heat FROM device_config ORDER BY thermostat_id",
+            &[],
+        )
+        .expect("read device_config")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
 }
 
 #[test]
@@ -694,6 +712,11 @@ fn commands_use_running_daemon() {
     );
     // The daemon polls all the while; its link keeps the requests apart.
     assert_each_set_once(devices, &set, 66.0);
+    let mut client = support::connect(&url);
+    assert_eq!(
+        recorded_settings(&mut client),
+        vec![("local_api".to_string(), 66.0); 3]
+    );
 
     let status = cli(&["tstat", "status", devices[2].uuid(), "--config", config]);
     expect_status(&status, 0);

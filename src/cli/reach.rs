@@ -146,6 +146,11 @@ impl Reach {
         }
     }
 
+    /// Returns true when this process talks to the thermostats itself.
+    pub fn is_direct(&self) -> bool {
+        matches!(self, Self::Direct { .. })
+    }
+
     /// Says which way requests go, for the progress lines.
     pub fn describe(&self) -> String {
         match self {

@@ -22,6 +22,7 @@ use crate::api::views;
 use crate::config::Config;
 use crate::device::{DAY_NAMES, WeekProgram};
 use crate::reading::ThermostatState;
+use crate::store::queries;
 use crate::thermostat::ThermostatRecord;
 
 const USAGE: &str = "\
@@ -93,7 +94,9 @@ if it did not stick. Give at least one of:
 
 A setpoint must match the mode the unit will be in (the current one, or --mode), since
 posting it in the other mode would switch the unit; CT80 Rev B units in auto mode
-take both. A model that cannot make the change fails without any write.
+take both. A model that cannot make the change fails without any write. An applied
+change is recorded in device_config with source command_line (local_api when the
+daemon applied it).
 
 Other options:
   --config FILE  Site configuration
@@ -161,10 +164,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Ok(targets) => targets,
         Err(message) => return operator::fail(spec, &message),
     };
-    drop(client);
-
     match spec.name {
-        "tstat set" => set(&options, &config, &targets),
+        "tstat set" => set(&options, &config, &targets, &mut client),
         "tstat time-sync" => time_sync(&options, &config, &targets),
         "tstat schedule" => schedule(&options, &config, &targets[0]),
         _ => status(&options, &config, &targets),
@@ -296,7 +297,16 @@ fn status(options: &Options, config: &Config, targets: &[ThermostatRecord]) -> i
     })
 }
 
-fn set(options: &Options, config: &Config, targets: &[ThermostatRecord]) -> i32 {
+/// Label of `device_config` rows for changes this command applied itself; through the
+/// daemon, the local API records them as `local_api`.
+const RECORD_SOURCE: &str = "command_line";
+
+fn set(
+    options: &Options,
+    config: &Config,
+    targets: &[ThermostatRecord],
+    client: &mut postgres::Client,
+) -> i32 {
     // `operator::parse` has checked the settings already; this only converts them.
     let change = match settings_change(&options.fields) {
         Ok(change) => change,
@@ -311,7 +321,19 @@ fn set(options: &Options, config: &Config, targets: &[ThermostatRecord]) -> i32 
         Ok(reach) => reach,
         Err(status) => return status,
     };
-    let attempts = attempt_each(&SET, options, targets, |target| reach.set(target, &change));
+    let attempts = attempt_each(&SET, options, targets, |target| {
+        let outcome = reach.set(target, &change)?;
+        if reach.is_direct() {
+            queries::record_settings(client, &target.id, &change, RECORD_SOURCE, Timestamp::now())
+                .map_err(|error| {
+                    format!(
+                        "applied {}, but device_config was not updated: {error}",
+                        change.describe()
+                    )
+                })?;
+        }
+        Ok(outcome)
+    });
     let to_json = |outcome: &SetOutcome| {
         json!({
             "applied": change.describe(),
