@@ -48,8 +48,8 @@ pub fn time_sync(state: &ApiState, id: &ThermostatId) -> Reply {
     let now = state.clock.now().to_zoned_datetime(state.time_zone.clone());
     match within_deadline(state, sync_clock(&link, &now)) {
         Some(Ok(outcome)) => {
-            log::info!("local API: clock sync of thermostat {id}: {outcome:?}");
             let mut body = views::clock_outcome_json(&outcome);
+            log::info!("local API: clock sync of thermostat {id}: {body}");
             body["thermostat_id"] = id.as_str().into();
             Reply::json(200, &body)
         }

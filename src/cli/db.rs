@@ -1,6 +1,7 @@
 //! `thermostat-server db check|gaps|minutes`: the database diagnostics that replaced
-//! the site's diagnostic, minute-analysis and gap-analysis scripts. Read-only; the
-//! queries live in `store::report`, on a blocking client of this (non-async) thread.
+//! the site's diagnostic, minute-analysis and gap-analysis scripts. They only read. The
+//! queries live in `store::report` and run on a blocking client of this (non-async)
+//! thread.
 
 use std::ffi::OsString;
 use std::time::Duration;
