@@ -837,3 +837,59 @@ fn db_check_estimates_large_tables() {
     assert!(!thermostats.estimated, "{thermostats:?}");
     assert_eq!(thermostats.rows, 1);
 }
+
+/// Runs `thermostat-server ARGS` on a pseudo-terminal made by util-linux `script`,
+/// typing `typed`; `None` when `script` is missing.
+fn cli_on_terminal(args: &[&str], typed: &str) -> Option<Output> {
+    let command_line = std::iter::once(env!("CARGO_BIN_EXE_thermostat-server"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command_line, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    std::io::Write::write_all(&mut stdin, typed.as_bytes()).expect("type the answer");
+    drop(stdin);
+    Some(child.wait_with_output().expect("script finishes"))
+}
+
+#[test]
+fn set_all_on_terminal_asks_first() {
+    let site = Site::start("confirm", 2);
+    let devices = site.fleet.devices();
+    cool_all(devices);
+    let args = [
+        "tstat",
+        "set",
+        "--all",
+        "--mode",
+        "heat",
+        "--config",
+        site.config(),
+    ];
+
+    let Some(declined) = cli_on_terminal(&args, "n\n") else {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    };
+
+    expect_status(&declined, 1);
+    let shown = stdout(&declined);
+    assert!(shown.contains("on 2 thermostat(s)? [y/N]"), "{shown}");
+    assert!(shown.contains("cancelled; nothing was changed"), "{shown}");
+    for device in devices {
+        assert!(tstat_posts(device).is_empty(), "{}", device.uuid());
+    }
+
+    let accepted = cli_on_terminal(&args, "y\n").expect("script ran before");
+    expect_status(&accepted, 0);
+    for device in devices {
+        assert_eq!(tstat_posts(device).len(), 1, "{}", device.uuid());
+    }
+}
