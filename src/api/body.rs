@@ -16,6 +16,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const TEMPERATURE_FIELDS: [&str; 3] = ["t_heat", "t_cool", "hold"];
 /// The settings of `POST /api/thermostats/{id}/mode`.
 pub const MODE_FIELDS: [&str; 2] = ["tmode", "fmode"];
+/// The settings of `POST /api/thermostats/{id}/settings`: all of them, in one change.
+pub const SETTINGS_FIELDS: [&str; 5] = ["tmode", "t_heat", "t_cool", "fmode", "hold"];
 
 /// Rejects a chunked body with 411: its length is unknown until it is read on a worker,
 /// where a client that stalls would hold the worker.

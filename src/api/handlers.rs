@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use tiny_http::Request;
 
 use super::body::{
-    BODY_DEADLINE, MODE_FIELDS, TEMPERATURE_FIELDS, check_content_type, check_declared_length,
-    check_length_known, parse_change, parse_json, read_limited,
+    BODY_DEADLINE, MODE_FIELDS, SETTINGS_FIELDS, TEMPERATURE_FIELDS, check_content_type,
+    check_declared_length, check_length_known, parse_change, parse_json, read_limited,
 };
 use super::reply::Reply;
 use super::routes::{self, Route};
@@ -49,6 +49,11 @@ pub fn dispatch(request: &mut Request, method: &str, path: &str, state: &ApiStat
             .map_or_else(|reply| reply, |change| control(state, &id, &change)),
         Route::SetMode(id) => read_change(request, &MODE_FIELDS)
             .map_or_else(|reply| reply, |change| control(state, &id, &change)),
+        Route::SetSettings(id) => read_change(request, &SETTINGS_FIELDS)
+            .map_or_else(|reply| reply, |change| control(state, &id, &change)),
+        Route::LiveStatus(id) => super::device_routes::live_status(state, &id),
+        Route::TimeSync(id) => super::device_routes::time_sync(state, &id),
+        Route::Program(id) => super::device_routes::program(state, &id),
         Route::SiteStatus => site_status(state),
         Route::DiscoveryScan => {
             read_json(request, true).map_or_else(|reply| reply, |body| discovery_scan(state, &body))
@@ -114,7 +119,7 @@ fn load_overviews(
     wait_for_store(state.store.thermostat_overviews(id.cloned()))
 }
 
-fn not_found(id: &ThermostatId) -> Reply {
+pub(super) fn not_found(id: &ThermostatId) -> Reply {
     Reply::error(
         404,
         format!("no thermostat with id {id}: GET /api/thermostats lists the known ids"),
@@ -214,14 +219,7 @@ fn apply_within_deadline(
     change: &SettingsChange,
 ) -> Result<Applied, (ControlError, Reply)> {
     let deadline = state.control_deadline;
-    let applying = futures_lite::future::or(
-        async { Some(controller.submit(*change, model, "local_api").await) },
-        async {
-            async_io::Timer::after(deadline).await;
-            None
-        },
-    );
-    match async_io::block_on(applying) {
+    match within_deadline(state, controller.submit(*change, model, "local_api")) {
         Some(Ok(applied)) => Ok(applied),
         Some(Err(error)) => Err((error.clone(), control_error(id, &error))),
         None => {
@@ -242,6 +240,17 @@ fn apply_within_deadline(
             ))
         }
     }
+}
+
+/// Runs `work` on this worker thread and returns its output, or `None` once
+/// `ApiState::control_deadline` has passed.
+pub(super) fn within_deadline<T>(state: &ApiState, work: impl Future<Output = T>) -> Option<T> {
+    let deadline = state.control_deadline;
+    let bounded = futures_lite::future::or(async { Some(work.await) }, async {
+        async_io::Timer::after(deadline).await;
+        None
+    });
+    async_io::block_on(bounded)
 }
 
 /// Records an applied change in `device_config` and returns whether that worked. The

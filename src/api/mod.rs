@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod body;
+mod device_routes;
 mod handlers;
 pub mod health;
 mod listener;

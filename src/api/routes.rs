@@ -15,6 +15,12 @@ pub enum Route {
     ThermostatStatus(ThermostatId),
     SetTemperature(ThermostatId),
     SetMode(ThermostatId),
+    /// A live `GET /tstat` through the daemon's link.
+    LiveStatus(ThermostatId),
+    /// Any of tmode, t_heat, t_cool, fmode and hold in one verified change.
+    SetSettings(ThermostatId),
+    TimeSync(ThermostatId),
+    Program(ThermostatId),
     SiteStatus,
     DiscoveryScan,
     SystemInfo,
@@ -29,7 +35,11 @@ impl Route {
     pub fn is_mutating(&self) -> bool {
         matches!(
             self,
-            Self::SetTemperature(_) | Self::SetMode(_) | Self::DiscoveryScan
+            Self::SetTemperature(_)
+                | Self::SetMode(_)
+                | Self::SetSettings(_)
+                | Self::TimeSync(_)
+                | Self::DiscoveryScan
         )
     }
 }
@@ -43,13 +53,17 @@ pub struct RouteSpec {
 }
 
 /// Every route, in the order of the OpenAPI description.
-pub const ROUTE_TABLE: [RouteSpec; 12] = [
+pub const ROUTE_TABLE: [RouteSpec; 16] = [
     spec("GET", "/"),
     spec("GET", "/metrics"),
     spec("GET", "/api/thermostats"),
     spec("GET", "/api/thermostats/{id}/status"),
     spec("POST", "/api/thermostats/{id}/temperature"),
     spec("POST", "/api/thermostats/{id}/mode"),
+    spec("GET", "/api/thermostats/{id}/live"),
+    spec("POST", "/api/thermostats/{id}/settings"),
+    spec("POST", "/api/thermostats/{id}/time-sync"),
+    spec("GET", "/api/thermostats/{id}/program"),
     spec("GET", "/api/site/status"),
     spec("POST", "/api/discovery/scan"),
     spec("GET", "/api/system/info"),
@@ -125,6 +139,14 @@ fn match_template<'a>(segments: &[&'a str]) -> Option<(&'static str, Option<&'a 
             Some(("/api/thermostats/{id}/temperature", Some(*id)))
         }
         ["api", "thermostats", id, "mode"] => Some(("/api/thermostats/{id}/mode", Some(*id))),
+        ["api", "thermostats", id, "live"] => Some(("/api/thermostats/{id}/live", Some(*id))),
+        ["api", "thermostats", id, "settings"] => {
+            Some(("/api/thermostats/{id}/settings", Some(*id)))
+        }
+        ["api", "thermostats", id, "time-sync"] => {
+            Some(("/api/thermostats/{id}/time-sync", Some(*id)))
+        }
+        ["api", "thermostats", id, "program"] => Some(("/api/thermostats/{id}/program", Some(*id))),
         _ => None,
     }
 }
@@ -156,6 +178,10 @@ fn build(template: &str, id: Option<ThermostatId>) -> Route {
         ("/api/thermostats/{id}/status", Some(id)) => Route::ThermostatStatus(id),
         ("/api/thermostats/{id}/temperature", Some(id)) => Route::SetTemperature(id),
         ("/api/thermostats/{id}/mode", Some(id)) => Route::SetMode(id),
+        ("/api/thermostats/{id}/live", Some(id)) => Route::LiveStatus(id),
+        ("/api/thermostats/{id}/settings", Some(id)) => Route::SetSettings(id),
+        ("/api/thermostats/{id}/time-sync", Some(id)) => Route::TimeSync(id),
+        ("/api/thermostats/{id}/program", Some(id)) => Route::Program(id),
         _ => Route::StatusPage,
     }
 }
@@ -234,6 +260,9 @@ mod tests {
     fn only_changes_are_mutating() {
         assert!(Route::SetMode(id()).is_mutating());
         assert!(Route::DiscoveryScan.is_mutating());
+        assert!(Route::TimeSync(id()).is_mutating());
+        assert!(Route::SetSettings(id()).is_mutating());
+        assert!(!Route::Program(id()).is_mutating());
         assert!(!Route::ThermostatStatus(id()).is_mutating());
     }
 }

@@ -45,6 +45,35 @@ pub fn state_json(ts: jiff::Timestamp, state: &ThermostatState, local_temp: Opti
     })
 }
 
+/// Reads a state back from [`state_json`]'s form, for clients of the API such as the
+/// command line. Missing or invalid fields become `None`.
+pub fn state_from_json(value: &Value) -> ThermostatState {
+    use crate::reading::{Fmode, Tmode, Tstate};
+    let code = |key: &str| value.get(key).and_then(Value::as_i64);
+    ThermostatState {
+        temp: value.get("temp").and_then(Value::as_f64),
+        t_heat: value.get("t_heat").and_then(Value::as_f64),
+        t_cool: value.get("t_cool").and_then(Value::as_f64),
+        tmode: code("tmode").and_then(Tmode::from_code),
+        fmode: code("fmode").and_then(Fmode::from_code),
+        tstate: code("tstate").and_then(Tstate::from_code),
+        fstate: value.get("fstate").and_then(Value::as_bool),
+        hold: value.get("hold").and_then(Value::as_bool),
+        override_active: value.get("override").and_then(Value::as_bool),
+    }
+}
+
+/// Builds the JSON of a clock sync's outcome: `outcome` is `synced`, `restored` (with
+/// the `target` °F put back) or `skipped` (with the `reason`).
+pub fn clock_outcome_json(outcome: &crate::discovery::setup::ClockOutcome) -> Value {
+    use crate::discovery::setup::ClockOutcome;
+    match outcome {
+        ClockOutcome::Synced => json!({ "outcome": "synced" }),
+        ClockOutcome::Restored { target } => json!({ "outcome": "restored", "target": target }),
+        ClockOutcome::Skipped(reason) => json!({ "outcome": "skipped", "reason": reason }),
+    }
+}
+
 pub fn tstate_name(tstate: crate::reading::Tstate) -> &'static str {
     match tstate {
         crate::reading::Tstate::Idle => "idle",
@@ -200,6 +229,24 @@ pub fn redact_database_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_round_trips_through_json() {
+        use crate::reading::{Fmode, Tmode, Tstate};
+        let state = ThermostatState {
+            temp: Some(71.5),
+            t_heat: Some(68.0),
+            t_cool: None,
+            tmode: Some(Tmode::Heat),
+            fmode: Some(Fmode::Auto),
+            tstate: Some(Tstate::Heating),
+            fstate: Some(true),
+            hold: Some(false),
+            override_active: Some(true),
+        };
+        let ts = jiff::Timestamp::UNIX_EPOCH;
+        assert_eq!(state_from_json(&state_json(ts, &state, None)), state);
+    }
 
     #[test]
     fn url_password_redacted() {

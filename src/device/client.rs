@@ -11,6 +11,7 @@ use async_io::Timer;
 use super::error::DeviceError;
 use super::http::{HttpReply, exchange};
 use super::info::{DeviceIdentity, ModelProfile, SysInfo, parse_model, parse_name, parse_sys};
+use super::program::{ProgramKind, WeekProgram, parse_program};
 use super::tstat::{TstatReply, parse_post_reply, parse_tstat};
 use crate::reading::ThermostatState;
 use crate::thermostat::DeviceAddress;
@@ -103,6 +104,13 @@ impl DeviceLink {
             model,
             profile,
         })
+    }
+
+    /// Reads the heat or cool seven-day program. The link's gap applies before it like
+    /// before any request; callers reading both programs get that gap between them.
+    pub async fn read_program(&self, kind: ProgramKind) -> Result<WeekProgram, DeviceError> {
+        let reply = self.get(kind.path()).await?;
+        Ok(parse_program(&reply.body)?)
     }
 
     /// Sends `POST /tstat` with a JSON object of the fields to change. The device's

@@ -8,10 +8,12 @@ mod client;
 mod error;
 mod http;
 mod info;
+mod program;
 mod tstat;
 
 pub use client::{DeviceLink, LinkOptions};
 pub use error::DeviceError;
 pub use http::{HttpReply, MAX_BODY_BYTES};
 pub use info::{DeviceIdentity, ModelProfile, SysInfo, parse_model, parse_name, parse_sys};
+pub use program::{DAY_NAMES, Period, ProgramKind, WeekProgram, parse_program};
 pub use tstat::{FieldNote, NoteKind, ParseError, TstatReply, parse_post_reply, parse_tstat};

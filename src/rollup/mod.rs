@@ -4,8 +4,10 @@
 //! logging. The store reads the rows, calls these functions and writes the results, so
 //! the rules can be tested with explicit timestamps.
 
+pub mod gaps;
 pub mod retention;
 
+pub use gaps::{failure_window, missing_ranges};
 pub use retention::retention_due;
 
 use std::time::Duration;

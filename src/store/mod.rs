@@ -10,10 +10,14 @@
 //! The thread batches samples into one transaction per flush, rolls up closed minutes,
 //! runs the daily retention, and keeps a bounded backlog while PostgreSQL is down. See
 //! `worker.rs` for the loop and its logging.
+//!
+//! `report` is the exception: the read-only queries of the `db` and `tstat list`
+//! commands, on a client that the command opens on its own main thread.
 
 pub mod buffer;
 pub mod migrate;
 pub mod queries;
+pub mod report;
 mod sync;
 pub use sync::{Claim, MinuteBatch, MinuteKey, OutboxBatch, ParkEffects, Parked, SyncBacklog};
 mod worker;

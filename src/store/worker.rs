@@ -371,34 +371,7 @@ impl Worker {
     }
 
     fn connect(&self) -> Result<Client, StoreError> {
-        let mut config: Config = self.options.url.parse().map_err(|error| {
-            StoreError::Unavailable(format!(
-                "invalid database URL for {}: {error}",
-                self.target()
-            ))
-        })?;
-        if let Some(password) = &self.options.password {
-            config.password(password);
-        }
-        config
-            .application_name("thermostat-server")
-            .connect_timeout(self.options.connect_timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .keepalives_interval(Duration::from_secs(10))
-            .keepalives_retries(3)
-            // Bounds how long sent data may stay unacknowledged before the kernel gives
-            // up, so a server that vanished cannot hang a write.
-            .tcp_user_timeout(STATEMENT_TIMEOUT + Duration::from_secs(5));
-
-        let mut client = config.connect(NoTls).map_err(|error| {
-            StoreError::from_postgres(&format!("connecting to {}", self.target()), &error)
-        })?;
-        let timeout = format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis());
-        client
-            .batch_execute(&timeout)
-            .map_err(|error| StoreError::from_postgres("setting statement_timeout", &error))?;
-
+        let mut client = open_client(&self.options)?;
         let applied = migrate::apply_migrations(&mut client).map_err(|error| {
             if is_transient(&error) {
                 StoreError::Unavailable(format!("applying migrations: {error}"))
@@ -736,8 +709,40 @@ fn days_before(now: Timestamp, days: u32) -> Timestamp {
     now.checked_sub(span).unwrap_or(Timestamp::MIN)
 }
 
+/// Opens a connection with the daemon's settings (application name, keepalives, the
+/// statement timeout) and no migration. Blocking: call it on the store thread or on a
+/// command line's main thread, never on an executor.
+pub(crate) fn open_client(options: &StoreOptions) -> Result<Client, StoreError> {
+    let target = describe_target(&options.url);
+    let mut config: Config = options.url.parse().map_err(|error| {
+        StoreError::Unavailable(format!("invalid database URL for {target}: {error}"))
+    })?;
+    if let Some(password) = &options.password {
+        config.password(password);
+    }
+    config
+        .application_name("thermostat-server")
+        .connect_timeout(options.connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(10))
+        .keepalives_retries(3)
+        // Bounds how long sent data may stay unacknowledged before the kernel gives
+        // up, so a server that vanished cannot hang a write.
+        .tcp_user_timeout(STATEMENT_TIMEOUT + Duration::from_secs(5));
+
+    let mut client = config
+        .connect(NoTls)
+        .map_err(|error| StoreError::from_postgres(&format!("connecting to {target}"), &error))?;
+    let timeout = format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis());
+    client
+        .batch_execute(&timeout)
+        .map_err(|error| StoreError::from_postgres("setting statement_timeout", &error))?;
+    Ok(client)
+}
+
 /// Returns `host:port/database` of a PostgreSQL URL, leaving out user and password.
-fn describe_target(url: &str) -> String {
+pub(crate) fn describe_target(url: &str) -> String {
     let Ok(config) = url.parse::<Config>() else {
         return "the configured database (invalid URL)".to_string();
     };

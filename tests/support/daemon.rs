@@ -55,6 +55,22 @@ impl RunningDaemon {
     }
 }
 
+/// Returns a config that polls every device of `fleet` as static addresses, fast
+/// enough for tests: every 500 ms, a 3 s request deadline, 50 ms between requests.
+pub fn fleet_config(url: &str, fleet: &thermostat_server::simulator::Fleet) -> Config {
+    let mut config = Config::new("test_site", url);
+    config.thermostats.addresses = fleet
+        .devices()
+        .iter()
+        .map(|device| thermostat_server::thermostat::DeviceAddress::new(device.address()))
+        .collect();
+    config.polling.interval = Duration::from_millis(500);
+    config.polling.request_timeout = Duration::from_secs(3);
+    config.polling.min_request_gap = Duration::from_millis(50);
+    config.database.flush_interval = Duration::from_millis(200);
+    config
+}
+
 /// Polls `condition` every 200 ms until it is true or `limit` passes, and returns how
 /// long that took.
 pub fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {

@@ -1,7 +1,16 @@
-//! The command line: `run`, `check-config`, `discover`, `simulate`, `demo`, `--version`.
+//! The command line: `run`, `check-config`, `discover`, `simulate`, `demo`, the
+//! operator commands `tstat` and `db`, and `--version`.
 //!
-//! Exit statuses follow sysexits: 0 success, 1 runtime failure, 2 bad usage,
-//! 66 unreadable config file, 78 invalid config.
+//! Exit statuses follow sysexits: 0 success, 1 runtime failure (a thermostat or the
+//! database returned an error), 2 bad usage, 66 unreadable config file, 78 invalid
+//! config.
+//!
+//! - `tstat.rs`: `tstat list|status|set|time-sync|schedule`, through `reach.rs`, which
+//!   picks the running daemon's API or a `DeviceLink` of this process.
+//! - `db.rs`: `db check|gaps|minutes`, on a blocking client of this thread (the queries
+//!   live in `store::report`).
+//! - `args.rs` and `render.rs`: the pure parts: durations, mode names, the confirmation
+//!   rule, tables and value formats.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -11,6 +20,13 @@ use std::time::Duration;
 use lexopt::prelude::*;
 
 use crate::{config, daemon, demo, discovery, simulator};
+
+mod args;
+mod db;
+mod operator;
+mod reach;
+mod render;
+mod tstat;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -28,10 +44,18 @@ Commands:
   simulate [OPTIONS]      Serve simulated thermostats on loopback (see simulate --help)
   demo [OPTIONS]          Run the daemon against 20 simulated thermostats and a
                           throwaway PostgreSQL (see demo --help)
+  tstat COMMAND           Operator commands for the thermostats: list, status, set,
+                          time-sync, schedule (see tstat --help)
+  db COMMAND              Database diagnostics: check, gaps, minutes (see db --help)
   --version               Print the version
   --help                  Print this text
 
-The log level comes from the config's log.level, or from RUST_LOG when it is set.";
+Every command also takes --help. The log level comes from the config's log.level, or
+from RUST_LOG when it is set.
+
+Exit status: 0 success; 1 a thermostat or the database returned an error (with
+--all: after trying every thermostat); 2 bad usage; 66 the config file cannot be
+read; 78 the config file is invalid.";
 
 const CHECK_CONFIG_USAGE: &str = "\
 Usage: thermostat-server check-config FILE
@@ -76,6 +100,14 @@ pub fn run(args: Vec<OsString>) -> i32 {
         "discover" => {
             init_logging(log::LevelFilter::Warn);
             discovery::command::run_cli(rest)
+        }
+        "tstat" => {
+            init_logging(log::LevelFilter::Warn);
+            tstat::run(rest)
+        }
+        "db" => {
+            init_logging(log::LevelFilter::Warn);
+            db::run(rest)
         }
         "--version" | "-V" | "version" => {
             println!("thermostat-server {}", env!("CARGO_PKG_VERSION"));
