@@ -451,7 +451,8 @@ fn db_reports_known_holes() {
     let check = cli(&["db", "check", "--json", "--config", config]);
     expect_status(&check, 0);
     let check = json_of(&check);
-    assert_eq!(check["schema_version"], 2);
+    assert_eq!(check["schema_version"], check["expected_schema_version"]);
+    assert!(check["schema_version"].as_i64() >= Some(3), "{check}");
     assert_eq!(check["row_counts"]["thermostats"], 2);
     assert_eq!(
         check["row_counts"]["minute_readings"],
@@ -465,7 +466,10 @@ fn db_reports_known_holes() {
     );
     let text = cli(&["db", "check", "--config", config]);
     assert!(
-        stdout(&text).contains("Schema version: 2 (current)"),
+        stdout(&text).contains(&format!(
+            "Schema version: {} (current)",
+            check["expected_schema_version"]
+        )),
         "{}",
         stdout(&text)
     );
@@ -725,6 +729,23 @@ fn commands_use_running_daemon() {
         table.starts_with("ID") && table.contains("heat") && table.contains("66.0"),
         "{table}"
     );
+    assert!(
+        table.contains("Desired state") && table.contains("tmode=heat t_heat=66.0"),
+        "the desired state table is missing: {table}"
+    );
+    let status = cli(&[
+        "tstat",
+        "status",
+        devices[2].uuid(),
+        "--json",
+        "--config",
+        config,
+    ]);
+    expect_status(&status, 0);
+    let desired = &json_of(&status)["thermostats"][0]["desired"];
+    assert_eq!(desired["source"], "local_api", "{desired}");
+    assert_eq!(desired["policy"], "enforce", "{desired}");
+    assert_eq!(desired["holding_settings"], true, "{desired}");
 
     let schedule = cli(&[
         "tstat",

@@ -117,6 +117,46 @@ pub const STATE_HEADER: [&str; 8] = [
     "TEMP °F", "MODE", "HEAT °F", "COOL °F", "FAN", "HVAC", "HOLD", "OVERRIDE",
 ];
 
+/// Columns of the desired state table that `tstat status` prints under the live state.
+pub const DESIRED_HEADER: [&str; 7] = [
+    "ID",
+    "DESIRED",
+    "SOURCE",
+    "COMMANDED",
+    "POLICY",
+    "HOLDING",
+    "DRIFT 24H",
+];
+
+/// Formats a desired state summary as table cells (without the id).
+pub fn desired_cells(summary: &crate::store::report::DesiredSummary) -> Vec<String> {
+    let settings = summary.settings.describe();
+    let events: Vec<String> = summary
+        .recent_events
+        .iter()
+        .map(|(kind, count)| format!("{kind}={count}"))
+        .collect();
+    vec![
+        if settings.is_empty() {
+            "-".to_string()
+        } else {
+            settings
+        },
+        summary.source.clone().unwrap_or_else(|| "-".to_string()),
+        summary.commanded_at.map_or_else(
+            || "-".to_string(),
+            |at| at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        ),
+        summary.policy.clone().unwrap_or_else(|| "-".to_string()),
+        flag(Some(summary.holding_settings)),
+        if events.is_empty() {
+            "none".to_string()
+        } else {
+            events.join(" ")
+        },
+    ]
+}
+
 /// Formats one state as table cells, with the mode names the local API uses.
 pub fn state_cells(state: &ThermostatState) -> Vec<String> {
     let fan = state.fmode.map_or("-", |fan| match fan.code() {

@@ -23,7 +23,8 @@ use crate::config::Config;
 use crate::device::{DAY_NAMES, WeekProgram};
 use crate::reading::ThermostatState;
 use crate::store::queries;
-use crate::thermostat::ThermostatRecord;
+use crate::store::report::{self, DesiredSummary};
+use crate::thermostat::{ThermostatId, ThermostatRecord};
 
 const USAGE: &str = "\
 Usage: thermostat-server tstat COMMAND [ID|--all] --config FILE [OPTIONS]
@@ -67,6 +68,9 @@ Usage: thermostat-server tstat status ID|--all --config FILE [--json]
 
 Reads each thermostat's state now with GET /tstat and prints temperature (°F), mode,
 heat and cool setpoints (°F), fan mode, HVAC activity, hold and temporary override.
+Below it, from device_config: the desired settings, who commanded them and when, the
+drift policy (enforce, report or off), whether the unit keeps its settings, and the
+drift and re-apply events of the last 24 hours by kind.
 
 Options:
   --config FILE  Site configuration
@@ -168,7 +172,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
         "tstat set" => set(&options, &config, &targets, &mut client),
         "tstat time-sync" => time_sync(&options, &config, &targets),
         "tstat schedule" => schedule(&options, &config, &targets[0]),
-        _ => status(&options, &config, &targets),
+        _ => status(&options, &config, &targets, &mut client),
     }
 }
 
@@ -277,23 +281,78 @@ fn report<T>(
     EXIT_FAILURE
 }
 
-fn status(options: &Options, config: &Config, targets: &[ThermostatRecord]) -> i32 {
+fn status(
+    options: &Options,
+    config: &Config,
+    targets: &[ThermostatRecord],
+    client: &mut postgres::Client,
+) -> i32 {
     let reach = match announce(&STATUS, config, targets.len()) {
         Ok(reach) => reach,
         Err(status) => return status,
     };
-    let attempts = attempt_each(&STATUS, options, targets, |target| reach.status(target));
-    let to_json = |state: &ThermostatState| views::state_json(Timestamp::now(), state, None);
+    let summaries = desired_summaries(client);
+
+    let attempts = attempt_each(&STATUS, options, targets, |target| {
+        let summary = summaries
+            .iter()
+            .find(|(id, _)| *id == target.id)
+            .map(|(_, summary)| summary.clone());
+        reach.status(target).map(|state| (state, summary))
+    });
+    let to_json = |(state, summary): &(ThermostatState, Option<DesiredSummary>)| {
+        let mut body = views::state_json(Timestamp::now(), state, None);
+        body["desired"] = summary.as_ref().map_or(Value::Null, desired_json);
+        body
+    };
     report(&STATUS, options, &attempts, to_json, |successes| {
         let mut table = Table::new(&[&["ID", "NAME"][..], &STATE_HEADER[..]].concat());
-        for (target, state) in &successes {
+        let mut desired = Table::new(&render::DESIRED_HEADER);
+        for (target, (state, summary)) in &successes {
             let mut row = vec![target.id.to_string(), target.name.clone()];
             row.extend(render::state_cells(state));
             table.push(row);
+            if let Some(summary) = summary {
+                let mut row = vec![target.id.to_string()];
+                row.extend(render::desired_cells(summary));
+                desired.push(row);
+            }
         }
         if !table.is_empty() {
             print!("{}", table.render());
         }
+        if !desired.is_empty() {
+            println!("\nDesired state (device_config) and drift in the last 24 hours:");
+            print!("{}", desired.render());
+        }
+    })
+}
+
+/// Loads the desired state summaries, or none with a warning on stderr: the live state
+/// is still worth printing when the drift tables cannot be read.
+fn desired_summaries(client: &mut postgres::Client) -> Vec<(ThermostatId, DesiredSummary)> {
+    report::desired_summaries(client).unwrap_or_else(|error| {
+        eprintln!(
+            "thermostat-server tstat status: desired state not shown: {}",
+            operator::describe(error)
+        );
+        Vec::new()
+    })
+}
+
+fn desired_json(summary: &DesiredSummary) -> Value {
+    let events: serde_json::Map<String, Value> = summary
+        .recent_events
+        .iter()
+        .map(|(kind, count)| (kind.clone(), (*count).into()))
+        .collect();
+    json!({
+        "settings": summary.settings.describe(),
+        "source": summary.source,
+        "commanded_at": summary.commanded_at.map(|at| at.to_string()),
+        "policy": summary.policy,
+        "holding_settings": summary.holding_settings,
+        "drift_events_24h": events,
     })
 }
 

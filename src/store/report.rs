@@ -15,13 +15,14 @@ use crate::rollup::{MinuteRange, RollupProgress, failure_window, minute_start, m
 use crate::thermostat::ThermostatId;
 
 /// Tables whose rows `database_check` counts, in the order it reports them.
-const COUNTED_TABLES: [&str; 10] = [
+const COUNTED_TABLES: [&str; 11] = [
     "thermostats",
     "current_state",
     "raw_readings",
     "poll_failures",
     "minute_readings",
     "device_config",
+    "desired_events",
     "sync_outbox",
     "sync_parked",
     "sync_commands",
@@ -44,6 +45,64 @@ pub fn thermostats(
     id: Option<&ThermostatId>,
 ) -> Result<Vec<ThermostatOverview>, StoreError> {
     queries::thermostat_overviews(client, id)
+}
+
+/// What `tstat status` shows of a thermostat's desired state: the commanded settings,
+/// who commanded them and when, the drift policy, whether the unit keeps them, and the
+/// drift and re-apply events of the last 24 hours by kind.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DesiredSummary {
+    pub settings: crate::control::SettingsChange,
+    pub source: Option<String>,
+    pub commanded_at: Option<Timestamp>,
+    /// `enforce`, `report` or `off`; `None` until the daemon started with the thermostat.
+    pub policy: Option<String>,
+    pub holding_settings: bool,
+    /// `(kind, count)` of `desired_events` in the last 24 hours, by kind.
+    pub recent_events: Vec<(String, i64)>,
+}
+
+/// Loads the desired state summary of each thermostat that has a `device_config` row.
+pub fn desired_summaries(
+    client: &mut Client,
+) -> Result<Vec<(ThermostatId, DesiredSummary)>, StoreError> {
+    let stored = queries::load_desired(client)?;
+    let rows = client
+        .query(
+            "SELECT d.thermostat_id, d.policy, d.holding_settings,
+                    coalesce(array_agg(e.kind ORDER BY e.kind) FILTER (WHERE e.kind IS NOT NULL), '{}'),
+                    coalesce(array_agg(e.n ORDER BY e.kind) FILTER (WHERE e.kind IS NOT NULL), '{}')
+             FROM device_config d
+             LEFT JOIN (SELECT thermostat_id, kind, count(*) AS n
+                        FROM desired_events
+                        WHERE ts > now() - interval '24 hours'
+                        GROUP BY thermostat_id, kind) e USING (thermostat_id)
+             GROUP BY d.thermostat_id, d.policy, d.holding_settings",
+            &[],
+        )
+        .map_err(|error| StoreError::Query(format!("loading the drift summaries: {error}")))?;
+
+    let mut summaries = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Ok(id) = ThermostatId::parse(row.get::<_, &str>(0)) else {
+            continue;
+        };
+        let kinds: Vec<String> = row.get(3);
+        let counts: Vec<i64> = row.get(4);
+        let mut summary = DesiredSummary {
+            policy: row.get(1),
+            holding_settings: row.get(2),
+            recent_events: kinds.into_iter().zip(counts).collect(),
+            ..DesiredSummary::default()
+        };
+        if let Some((_, desired)) = stored.iter().find(|(stored_id, _)| *stored_id == id) {
+            summary.settings = desired.settings;
+            summary.source = desired.source.clone();
+            summary.commanded_at = desired.commanded_at;
+        }
+        summaries.push((id, summary));
+    }
+    Ok(summaries)
 }
 
 /// The findings of `db check`.
