@@ -79,6 +79,7 @@ fn write_config(folder: &Path, url: &str, api: SocketAddr) -> PathBuf {
         "[site]\nsite_id = \"test_site\"\ntime_zone = \"UTC\"\n\
          [database]\nurl = \"{url}\"\nconnect_timeout_seconds = 2\n\
          [polling]\ninterval_seconds = 1\nrequest_timeout_seconds = 3\nmin_request_gap_ms = 300\n\
+         program_gap_seconds = 1\n\
          [api]\nlisten = \"{api}\"\n"
     );
     std::fs::write(&path, text).expect("write config");
@@ -643,11 +644,11 @@ fn schedule_prints_week_tables() {
     let stats = device.handle().stats();
     assert_eq!(stats.requests_to("/tstat/program/heat"), 1);
     assert_eq!(stats.requests_to("/tstat/program/cool"), 1);
-    // polling.min_request_gap_ms = 300 in the config.
+    // polling.program_gap_seconds = 1 in the config, above min_request_gap_ms = 300.
     assert!(
         stats
             .min_gap
-            .is_some_and(|gap| gap >= Duration::from_millis(250)),
+            .is_some_and(|gap| gap >= Duration::from_millis(950)),
         "{:?}",
         stats.min_gap
     );
@@ -666,6 +667,8 @@ fn commands_use_running_daemon() {
     daemon_config.secrets.api_token = Some(Secret::new(TOKEN));
     // A clock write on registration would count as a write below.
     daemon_config.discovery.sync_clock = false;
+    // As in the command line's config: a 1 s quiet gap around program reads.
+    daemon_config.polling.program_gap = Duration::from_secs(1);
     let daemon = RunningDaemon::start(daemon_config);
     wait_for(Duration::from_secs(30), "every thermostat polled", || {
         let (status, body) = http_get(daemon.api, "/api/thermostats");

@@ -470,6 +470,7 @@ const RANGES: &[(&str, &str, i64, i64)] = &[
     ("polling", "interval_seconds", 1, 3600),
     ("polling", "request_timeout_seconds", 2, 300),
     ("polling", "min_request_gap_ms", 0, 60_000),
+    ("polling", "program_gap_seconds", 0, 120),
     ("polling", "offline_after_failures", 1, 100),
     ("polling", "max_backoff_seconds", 1, 3600),
     ("retention", "raw_days", 1, 3650),

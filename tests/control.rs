@@ -26,6 +26,7 @@ fn link_to(device: &SimDevice, gap: Duration) -> DeviceLink {
     let options = LinkOptions {
         request_timeout: Duration::from_secs(5),
         min_request_gap: gap,
+        program_gap: Duration::ZERO,
     };
     DeviceLink::new(DeviceAddress::new(device.address()), options)
 }
@@ -186,6 +187,7 @@ fn unreachable_thermostat_is_a_device_error() {
         LinkOptions {
             request_timeout: Duration::from_secs(2),
             min_request_gap: Duration::ZERO,
+            program_gap: Duration::ZERO,
         },
     );
 

@@ -48,6 +48,7 @@ fn fast_link() -> LinkOptions {
     LinkOptions {
         request_timeout: Duration::from_secs(5),
         min_request_gap: Duration::ZERO,
+        program_gap: Duration::ZERO,
     }
 }
 
@@ -305,6 +306,7 @@ fn slow_setup_path_still_identified() {
         link: LinkOptions {
             request_timeout: Duration::from_secs(25),
             min_request_gap: Duration::ZERO,
+            program_gap: Duration::ZERO,
         },
         ..DiscoveryOptions::default()
     };

@@ -57,6 +57,7 @@ fn fast_timing(run_for: Duration) -> Timing {
         link: LinkOptions {
             request_timeout: Duration::from_secs(2),
             min_request_gap: Duration::from_millis(50),
+            program_gap: Duration::ZERO,
         },
         run_for,
     }
@@ -184,6 +185,7 @@ fn flapping_device_never_overlapped_nor_offline() {
         link: LinkOptions {
             request_timeout: Duration::from_millis(1250),
             min_request_gap: Duration::from_millis(50),
+            program_gap: Duration::ZERO,
         },
         run_for: Duration::from_secs(17),
     };

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::handlers::{not_found, within_deadline};
+use super::handlers::{not_found, within, within_deadline};
 use super::reply::Reply;
 use super::{ApiState, views};
 use crate::device::{DeviceError, ProgramKind};
@@ -20,7 +20,7 @@ pub fn live_status(state: &ApiState, id: &ThermostatId) -> Reply {
     let reply = match within_deadline(state, link.read_state()) {
         Some(Ok(reply)) => reply,
         Some(Err(error)) => return device_error(id, &error),
-        None => return timed_out(state, id),
+        None => return timed_out(state.control_deadline, id),
     };
     let now = state.clock.now();
     state.status.record_state(id, now, reply.state);
@@ -54,22 +54,26 @@ pub fn time_sync(state: &ApiState, id: &ThermostatId) -> Reply {
             Reply::json(200, &body)
         }
         Some(Err(error)) => device_error(id, &error),
-        None => timed_out(state, id),
+        None => timed_out(state.control_deadline, id),
     }
 }
 
 /// `GET /api/thermostats/{id}/program`: the heat and cool programs, read one after the
-/// other with the link's gap between them.
+/// other with the link's program gap before, between and after them. Polls of the unit
+/// wait meanwhile, since they share the link.
 pub fn program(state: &ApiState, id: &ThermostatId) -> Reply {
     let Some(link) = state.registry.link(id) else {
         return not_found(id);
     };
+    let deadline = state
+        .control_deadline
+        .max(link.options().both_programs_time());
     let both = async {
         let heat = link.read_program(ProgramKind::Heat).await?;
         let cool = link.read_program(ProgramKind::Cool).await?;
         Ok::<_, DeviceError>((heat, cool))
     };
-    match within_deadline(state, both) {
+    match within(deadline, both) {
         Some(Ok((heat, cool))) => Reply::json(
             200,
             &json!({
@@ -79,7 +83,7 @@ pub fn program(state: &ApiState, id: &ThermostatId) -> Reply {
             }),
         ),
         Some(Err(error)) => device_error(id, &error),
-        None => timed_out(state, id),
+        None => timed_out(deadline, id),
     }
 }
 
@@ -88,12 +92,12 @@ fn device_error(id: &ThermostatId, error: &DeviceError) -> Reply {
     Reply::error(502, format!("thermostat {id}: {error}"))
 }
 
-fn timed_out(state: &ApiState, id: &ThermostatId) -> Reply {
+fn timed_out(deadline: std::time::Duration, id: &ThermostatId) -> Reply {
     Reply::error(
         504,
         format!(
             "thermostat {id} did not answer within {} s; retry later",
-            state.control_deadline.as_secs()
+            deadline.as_secs()
         ),
     )
 }

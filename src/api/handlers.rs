@@ -245,7 +245,12 @@ fn apply_within_deadline(
 /// Runs `work` on this worker thread and returns its output, or `None` once
 /// `ApiState::control_deadline` has passed.
 pub(super) fn within_deadline<T>(state: &ApiState, work: impl Future<Output = T>) -> Option<T> {
-    let deadline = state.control_deadline;
+    within(state.control_deadline, work)
+}
+
+/// Runs `work` on this worker thread and returns its output, or `None` once `deadline`
+/// has passed.
+pub(super) fn within<T>(deadline: Duration, work: impl Future<Output = T>) -> Option<T> {
     let bounded = futures_lite::future::or(async { Some(work.await) }, async {
         async_io::Timer::after(deadline).await;
         None

@@ -96,7 +96,8 @@ pub enum Reach {
     Daemon {
         address: SocketAddr,
         token: Option<String>,
-        /// Read timeout for one API call: the daemon's own deadline plus a margin.
+        /// Read timeout for one API call: the daemon's longest deadline (a settings
+        /// change, or both program reads with their gaps) plus a margin.
         timeout: Duration,
     },
     /// Directly, with a `DeviceLink` of this process per thermostat.
@@ -124,7 +125,9 @@ impl Reach {
         let daemon = Self::Daemon {
             address,
             token,
-            timeout: config.polling.request_timeout * 2 + Duration::from_secs(15),
+            timeout: (config.polling.request_timeout * 2)
+                .max(config.polling.link_options().both_programs_time())
+                + Duration::from_secs(15),
         };
         match daemon.call("GET", "/api/system/info", None, PROBE_TIMEOUT) {
             Ok(info) if info["name"] == env!("CARGO_PKG_NAME") => Ok(daemon),
@@ -133,10 +136,7 @@ impl Reach {
                  set api.listen to the daemon's address"
             )),
             Err(CallError::Unreachable(_)) => Ok(Self::Direct {
-                options: LinkOptions {
-                    request_timeout: config.polling.request_timeout,
-                    min_request_gap: config.polling.min_request_gap,
-                },
+                options: config.polling.link_options(),
                 time_zone: config.site.time_zone.clone(),
             }),
             Err(error) => Err(format!(
@@ -222,7 +222,8 @@ impl Reach {
         }
     }
 
-    /// Reads the heat and cool programs, one after the other with the link's gap.
+    /// Reads the heat and cool programs, one after the other with the link's program gap
+    /// before, between and after them.
     pub fn schedule(
         &self,
         target: &ThermostatRecord,

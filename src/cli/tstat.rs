@@ -137,9 +137,10 @@ const SCHEDULE: Spec = Spec {
     usage: "\
 Usage: thermostat-server tstat schedule ID --config FILE [--json]
 
-Reads GET /tstat/program/heat, then /tstat/program/cool, with the gap between requests
-of polling.min_request_gap_ms, and prints each as a week table: days as rows, program
-periods as columns, each period as its start time (HH:MM) and target (°F).
+Reads GET /tstat/program/heat, then /tstat/program/cool, with polling.program_gap_seconds
+(15 s by default) of quiet before, between and after them, and prints each as a week
+table: days as rows, program periods as columns, each period as its start time (HH:MM)
+and target (°F). Expect it to take 30 s or more; the daemon's polls of that unit wait.
 
 Options:
   --config FILE  Site configuration

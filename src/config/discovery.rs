@@ -9,7 +9,6 @@ use toml::Table;
 use super::fields::{Field, Section, quote};
 use super::sections::SECTIONS;
 use super::{PollingConfig, Problem};
-use crate::device::LinkOptions;
 use crate::discovery::{AddressRange, DiscoveryOptions, Method, TcpOptions, UdpOptions};
 
 pub(super) const DISCOVERY_KEYS: &[&str] = &[
@@ -75,10 +74,7 @@ impl DiscoveryConfig {
             udp: self.udp.clone(),
             tcp: self.tcp.clone(),
             known_timeout: self.known_timeout,
-            link: LinkOptions {
-                request_timeout: polling.request_timeout,
-                min_request_gap: polling.min_request_gap,
-            },
+            link: polling.link_options(),
         }
     }
 }

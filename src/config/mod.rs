@@ -148,6 +148,8 @@ pub struct PollingConfig {
     pub request_timeout: Duration,
     /// Minimum pause between two requests to one thermostat.
     pub min_request_gap: Duration,
+    /// Pause before and after a program request to one thermostat.
+    pub program_gap: Duration,
     /// Consecutive failed polls after which a thermostat counts as offline.
     pub offline_after_failures: u32,
     /// Upper bound of the retry delay for a failing thermostat.
@@ -160,8 +162,20 @@ impl Default for PollingConfig {
             interval: Duration::from_secs(5),
             request_timeout: Duration::from_secs(25),
             min_request_gap: Duration::from_millis(1000),
+            program_gap: Duration::from_secs(15),
             offline_after_failures: 3,
             max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+impl PollingConfig {
+    /// The timing rules of every `DeviceLink` the daemon and the command line open.
+    pub fn link_options(&self) -> crate::device::LinkOptions {
+        crate::device::LinkOptions {
+            request_timeout: self.request_timeout,
+            min_request_gap: self.min_request_gap,
+            program_gap: self.program_gap,
         }
     }
 }

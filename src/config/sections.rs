@@ -30,6 +30,7 @@ const POLLING_KEYS: &[&str] = &[
     "interval_seconds",
     "request_timeout_seconds",
     "min_request_gap_ms",
+    "program_gap_seconds",
     "offline_after_failures",
     "max_backoff_seconds",
 ];
@@ -364,6 +365,9 @@ fn read_polling(root: &Table, report: &mut Report) -> PollingConfig {
     let min_request_gap = section
         .integer("min_request_gap_ms", 0..=60_000, "milliseconds")
         .or_default(defaults.min_request_gap.as_millis() as u64);
+    let program_gap = section
+        .integer("program_gap_seconds", 0..=120, "seconds")
+        .or_default(defaults.program_gap.as_secs());
     let offline_after_failures = section
         .integer("offline_after_failures", 1..=100, "failures")
         .or_default(defaults.offline_after_failures);
@@ -398,6 +402,7 @@ fn read_polling(root: &Table, report: &mut Report) -> PollingConfig {
         interval: interval.map_or(defaults.interval, Duration::from_secs),
         request_timeout: request_timeout.map_or(defaults.request_timeout, Duration::from_secs),
         min_request_gap: min_request_gap.map_or(defaults.min_request_gap, Duration::from_millis),
+        program_gap: program_gap.map_or(defaults.program_gap, Duration::from_secs),
         offline_after_failures: offline_after_failures.unwrap_or(defaults.offline_after_failures),
         max_backoff: max_backoff.map_or(defaults.max_backoff, Duration::from_secs),
     }

@@ -45,6 +45,9 @@ pub(super) struct DiscoveryService {
     pub scanning: Arc<AtomicBool>,
     /// The `[defaults]` settings for newly registered thermostats.
     pub defaults: SettingsChange,
+    /// `site.time_zone`: the clocks of new thermostats show the site's local time, as
+    /// `tstat time-sync` sets them.
+    pub time_zone: jiff::tz::TimeZone,
 }
 
 /// Progress of one TCP scan across batches.
@@ -276,7 +279,7 @@ impl DiscoveryService {
 
     /// Sets the clock of a newly registered thermostat, through its polling link.
     async fn sync_clock(&self, id: &ThermostatId, link: &DeviceLink) {
-        let now = jiff::ZonedDateTime::now();
+        let now = jiff::Timestamp::now().to_zoned_datetime(self.time_zone.clone());
         let Some(result) = self.shutdown.or_stop(sync_clock(link, &now)).await else {
             return;
         };

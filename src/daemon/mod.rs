@@ -154,6 +154,7 @@ pub fn run(config: &Config, options: RunOptions) -> Result<(), DaemonError> {
         progress: None,
         scanning: Arc::default(),
         defaults: config.defaults,
+        time_zone: config.site.time_zone.clone(),
     };
     // The public server's discover_devices command and the local API's scan run the
     // same discovery as the daemon.
@@ -513,8 +514,5 @@ fn schedule_options(config: &Config) -> ScheduleOptions {
 }
 
 fn link_options(config: &Config) -> LinkOptions {
-    LinkOptions {
-        request_timeout: config.polling.request_timeout,
-        min_request_gap: config.polling.min_request_gap,
-    }
+    config.polling.link_options()
 }

@@ -24,6 +24,17 @@ pub struct LinkOptions {
     pub request_timeout: Duration,
     /// Quiet time between the end of one request and the start of the next.
     pub min_request_gap: Duration,
+    /// Quiet time before and after a program request (`/tstat/program/...`): units take
+    /// seconds to serve a program and some cycle their relay while they do.
+    pub program_gap: Duration,
+}
+
+impl LinkOptions {
+    /// The longest that reading both programs through the link can take: a program gap
+    /// and a full request deadline for each.
+    pub fn both_programs_time(&self) -> Duration {
+        (self.program_gap + self.request_timeout) * 2
+    }
 }
 
 impl Default for LinkOptions {
@@ -31,6 +42,7 @@ impl Default for LinkOptions {
         Self {
             request_timeout: Duration::from_secs(25),
             min_request_gap: Duration::from_secs(1),
+            program_gap: Duration::from_secs(15),
         }
     }
 }
@@ -41,7 +53,14 @@ impl Default for LinkOptions {
 pub struct DeviceLink {
     address: Mutex<DeviceAddress>,
     options: LinkOptions,
-    last_request_end: async_lock::Mutex<Option<Instant>>,
+    last_request: async_lock::Mutex<Option<LastRequest>>,
+}
+
+/// When the previous request to the unit ended, and whether it was a program request.
+#[derive(Debug, Clone, Copy)]
+struct LastRequest {
+    end: Instant,
+    program: bool,
 }
 
 impl DeviceLink {
@@ -49,7 +68,7 @@ impl DeviceLink {
         Self {
             address: Mutex::new(address),
             options,
-            last_request_end: async_lock::Mutex::new(None),
+            last_request: async_lock::Mutex::new(None),
         }
     }
 
@@ -106,8 +125,8 @@ impl DeviceLink {
         })
     }
 
-    /// Reads the heat or cool seven-day program. The link's gap applies before it like
-    /// before any request; callers reading both programs get that gap between them.
+    /// Reads the heat or cool seven-day program, with the link's program gap before and
+    /// after it, so callers reading both programs get that gap between them.
     pub async fn read_program(&self, kind: ProgramKind) -> Result<WeekProgram, DeviceError> {
         let reply = self.get(kind.path()).await?;
         Ok(parse_program(&reply.body)?)
@@ -133,14 +152,18 @@ impl DeviceLink {
         body: Option<Vec<u8>>,
     ) -> Result<HttpReply, DeviceError> {
         // Holding this lock across the exchange is what keeps requests from overlapping.
-        let mut last_end = self.last_request_end.lock().await;
-        if let Some(wait) = remaining_gap(*last_end, Instant::now(), self.options.min_request_gap) {
+        let mut last = self.last_request.lock().await;
+        let program = is_program_path(path);
+        if let Some(wait) = remaining_gap(*last, program, Instant::now(), &self.options) {
             Timer::after(wait).await;
         }
 
         let address = self.address().socket_addr();
         let result = exchange(address, method, path, body, self.options.request_timeout).await;
-        *last_end = Some(Instant::now());
+        *last = Some(LastRequest {
+            end: Instant::now(),
+            program,
+        });
 
         let reply = result?;
         if reply.status != 200 {
@@ -150,10 +173,27 @@ impl DeviceLink {
     }
 }
 
-/// Returns how long to wait before the next request may start, if at all.
-fn remaining_gap(last_end: Option<Instant>, now: Instant, gap: Duration) -> Option<Duration> {
-    let earliest = last_end? + gap;
-    earliest
+/// Whether `path` reads or writes a program, which needs the longer quiet gap.
+fn is_program_path(path: &str) -> bool {
+    path.starts_with("/tstat/program")
+}
+
+/// Returns how long to wait before the next request may start, if at all: the program
+/// gap when this request or the previous one is a program request, the minimum gap
+/// otherwise.
+fn remaining_gap(
+    last: Option<LastRequest>,
+    program: bool,
+    now: Instant,
+    options: &LinkOptions,
+) -> Option<Duration> {
+    let last = last?;
+    let gap = if program || last.program {
+        options.program_gap.max(options.min_request_gap)
+    } else {
+        options.min_request_gap
+    };
+    (last.end + gap)
         .checked_duration_since(now)
         .filter(|wait| !wait.is_zero())
 }
@@ -162,12 +202,21 @@ fn remaining_gap(last_end: Option<Instant>, now: Instant, gap: Duration) -> Opti
 mod tests {
     use super::*;
 
+    fn options() -> LinkOptions {
+        LinkOptions {
+            request_timeout: Duration::from_secs(25),
+            min_request_gap: Duration::from_secs(1),
+            program_gap: Duration::from_secs(15),
+        }
+    }
+
+    fn ended(end: Instant, program: bool) -> Option<LastRequest> {
+        Some(LastRequest { end, program })
+    }
+
     #[test]
     fn no_wait_before_first_request() {
-        assert_eq!(
-            remaining_gap(None, Instant::now(), Duration::from_secs(1)),
-            None
-        );
+        assert_eq!(remaining_gap(None, true, Instant::now(), &options()), None);
     }
 
     #[test]
@@ -175,7 +224,7 @@ mod tests {
         let end = Instant::now();
         let now = end + Duration::from_millis(300);
         assert_eq!(
-            remaining_gap(Some(end), now, Duration::from_secs(1)),
+            remaining_gap(ended(end, false), false, now, &options()),
             Some(Duration::from_millis(700))
         );
     }
@@ -184,6 +233,40 @@ mod tests {
     fn no_wait_once_the_gap_has_passed() {
         let end = Instant::now();
         let now = end + Duration::from_secs(2);
-        assert_eq!(remaining_gap(Some(end), now, Duration::from_secs(1)), None);
+        assert_eq!(
+            remaining_gap(ended(end, false), false, now, &options()),
+            None
+        );
+    }
+
+    #[test]
+    fn program_request_waits_the_program_gap_on_both_sides() {
+        let end = Instant::now();
+        let now = end + Duration::from_secs(2);
+        let before = remaining_gap(ended(end, false), true, now, &options());
+        let after = remaining_gap(ended(end, true), false, now, &options());
+        assert_eq!(before, Some(Duration::from_secs(13)));
+        assert_eq!(after, Some(Duration::from_secs(13)));
+    }
+
+    #[test]
+    fn program_gap_never_shorter_than_the_minimum_gap() {
+        let short = LinkOptions {
+            program_gap: Duration::ZERO,
+            ..options()
+        };
+        let end = Instant::now();
+        assert_eq!(
+            remaining_gap(ended(end, true), false, end, &short),
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn only_program_paths_need_the_program_gap() {
+        assert!(is_program_path("/tstat/program/heat"));
+        assert!(is_program_path("/tstat/program/cool/mon"));
+        assert!(!is_program_path("/tstat"));
+        assert!(!is_program_path("/tstat/ttemp"));
     }
 }
