@@ -502,6 +502,14 @@ fn retention_deletes_old_rows_daily() {
             &[],
         )
         .expect("insert a year-old minute row");
+    client
+        .execute(
+            "INSERT INTO desired_events (thermostat_id, ts, kind, fields, reported)
+             VALUES ('aa01', '2023-01-01T00:00:00Z', 'device_reset', '{hold}', '{}'),
+                    ('aa01', '2024-05-01T00:00:00Z', 'reapplied', '{hold}', '{}')",
+            &[],
+        )
+        .expect("insert a year-old and a recent drift event");
 
     clock.set(at("2024-05-20T02:00:01Z"));
     let after_hour = block_on(handle.flush()).expect("flush after retention hour");
@@ -526,6 +534,11 @@ fn retention_deletes_old_rows_daily() {
             "SELECT count(*) FROM minute_readings WHERE minute_ts >= '2024-05-01'"
         ),
         2
+    );
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM desired_events"),
+        1,
+        "drift events are kept as long as minute rows"
     );
 }
 

@@ -323,6 +323,8 @@ pub enum RetentionTable {
     MinuteReadings,
     /// State changes for the public server, sent or not, kept as long as raw readings.
     SyncOutbox,
+    /// Drift and re-apply events, kept as long as minute rows.
+    DesiredEvents,
 }
 
 impl RetentionTable {
@@ -332,12 +334,13 @@ impl RetentionTable {
             Self::PollFailures => "poll_failures",
             Self::MinuteReadings => "minute_readings",
             Self::SyncOutbox => "sync_outbox",
+            Self::DesiredEvents => "desired_events",
         }
     }
 
     fn time_column(self) -> &'static str {
         match self {
-            Self::RawReadings | Self::PollFailures | Self::SyncOutbox => "ts",
+            Self::RawReadings | Self::PollFailures | Self::SyncOutbox | Self::DesiredEvents => "ts",
             Self::MinuteReadings => "minute_ts",
         }
     }

@@ -631,6 +631,7 @@ impl Worker {
         deleted += self.delete_older_than(RetentionTable::PollFailures, raw_cutoff)?;
         deleted += self.delete_older_than(RetentionTable::MinuteReadings, minute_cutoff)?;
         deleted += self.delete_older_than(RetentionTable::SyncOutbox, raw_cutoff)?;
+        deleted += self.delete_older_than(RetentionTable::DesiredEvents, minute_cutoff)?;
 
         self.with_client("recording the retention run", |client| {
             queries::record_retention_run(client, now)
