@@ -320,6 +320,12 @@ fn ignored_write_is_retried_then_reported() {
         )),
         "{text}"
     );
+    let (status, page) = support::daemon::http_get(daemon.api, "/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("not holding: 3 re-applies failed in a row"),
+        "the status page does not say the unit drops its settings: {page}"
+    );
     daemon.stop();
 }
 

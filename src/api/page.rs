@@ -9,6 +9,7 @@ use jiff::tz::TimeZone;
 use super::ApiState;
 use super::reply::{HTML, Reply};
 use super::views::{newest_state, tstate_name};
+use crate::desired::{DesiredSnapshot, Policy};
 use crate::poll::ThermostatStatus;
 use crate::store::ThermostatOverview;
 
@@ -28,6 +29,9 @@ pub struct PageRow {
     pub activity: String,
     pub online: bool,
     pub last_seen: Option<String>,
+    /// Whether the unit keeps its commanded settings (see [`settings_line`]); `None`
+    /// when nothing was commanded or the drift policy is `off`.
+    pub settings: Option<String>,
 }
 
 /// The health of one component, as a line of the page.
@@ -66,17 +70,23 @@ pub fn status_page(state: &ApiState) -> Reply {
                     .iter()
                     .find(|(id, _)| *id == overview.record.id)
                     .map(|(_, status)| status);
-                row(
+                let mut row = row(
                     Some(overview),
                     status,
                     overview.record.id.as_str(),
                     &state.time_zone,
-                )
+                );
+                row.settings = desired_line(state, &overview.record.id);
+                row
             })
             .collect(),
         None => statuses
             .iter()
-            .map(|(id, status)| row(None, Some(status), id.as_str(), &state.time_zone))
+            .map(|(id, status)| {
+                let mut row = row(None, Some(status), id.as_str(), &state.time_zone);
+                row.settings = desired_line(state, id);
+                row
+            })
             .collect(),
     };
 
@@ -157,7 +167,32 @@ fn row(
             .to_string(),
         online: status.is_some_and(|status| status.online),
         last_seen: newest.map(|(ts, _, _)| local_time(ts, time_zone)),
+        settings: None,
     }
+}
+
+fn desired_line(state: &ApiState, id: &crate::thermostat::ThermostatId) -> Option<String> {
+    let controller = state.registry.controller(id)?;
+    settings_line(&controller.snapshot())
+}
+
+/// Says whether the unit keeps its commanded settings: `as commanded`, the fields that
+/// differ now, or that re-applying them failed. `None` when nothing was commanded or
+/// the drift policy is `off`.
+pub fn settings_line(snapshot: &DesiredSnapshot) -> Option<String> {
+    if snapshot.settings.is_empty() || snapshot.policy == Policy::Off {
+        return None;
+    }
+    if !snapshot.holding_settings {
+        return Some(format!(
+            "not holding: {} re-applies failed in a row",
+            snapshot.failed_reapplies
+        ));
+    }
+    if snapshot.drift_fields.is_empty() {
+        return Some("as commanded".to_string());
+    }
+    Some(format!("differs: {}", snapshot.drift_fields.join(", ")))
 }
 
 /// Formats `ts` in the site's time zone, for the person reading the page at the site.
@@ -218,7 +253,7 @@ fn render_row(html: &mut String, row: &PageRow) {
         "<article class=\"card {online}\" id=\"t-{id}\">\n<h2>{name}</h2>\n\
          <p class=\"temp\">{temp}</p>\n<dl>\n<dt>Setpoint</dt><dd>{setpoint}</dd>\n\
          <dt>Mode</dt><dd>{mode}</dd>\n<dt>Equipment</dt><dd class=\"{activity}\">{activity}</dd>\n\
-         <dt>Last seen</dt><dd>{seen}</dd>\n<dt>Status</dt><dd>{online}</dd>\n</dl>\n</article>",
+         <dt>Last seen</dt><dd>{seen}</dd>\n<dt>Status</dt><dd>{online}</dd>\n{settings}</dl>\n</article>",
         id = escape(&row.id),
         name = escape(&row.name),
         temp = escape(&temp),
@@ -226,6 +261,9 @@ fn render_row(html: &mut String, row: &PageRow) {
         mode = escape(&row.mode),
         activity = escape(&row.activity),
         seen = escape(row.last_seen.as_deref().unwrap_or("never")),
+        settings = row.settings.as_deref().map_or(String::new(), |line| {
+            format!("<dt>Settings</dt><dd>{}</dd>\n", escape(line))
+        }),
     );
 }
 
@@ -322,6 +360,7 @@ fn weather_line(report: &crate::weather::WeatherReport) -> ComponentLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::SettingsChange;
 
     fn weather_report(enabled: bool, current: bool) -> crate::weather::WeatherReport {
         crate::weather::WeatherReport {
@@ -369,6 +408,7 @@ mod tests {
                 activity: "heating".to_string(),
                 online: true,
                 last_seen: Some("2026-12-04 20:59:58 UTC".to_string()),
+                settings: Some("differs: t_heat".to_string()),
             }],
             components: vec![ComponentLine {
                 name: "Database",
@@ -400,6 +440,63 @@ mod tests {
         let html = render(&input());
         assert!(html.contains("Living &lt;room&gt;"));
         assert!(!html.contains("<room>"));
+    }
+
+    #[test]
+    fn row_shows_whether_settings_hold() {
+        assert!(render(&input()).contains("<dt>Settings</dt><dd>differs: t_heat</dd>"));
+    }
+
+    fn snapshot() -> DesiredSnapshot {
+        DesiredSnapshot {
+            settings: SettingsChange {
+                t_heat: Some(68.0),
+                ..SettingsChange::default()
+            },
+            source: Some("local_api".to_string()),
+            commanded_at: None,
+            policy: Policy::Enforce,
+            holding_settings: true,
+            failed_reapplies: 0,
+            drift_fields: Vec::new(),
+            counters: Default::default(),
+        }
+    }
+
+    #[test]
+    fn settings_line_names_drift_and_failure() {
+        assert_eq!(settings_line(&snapshot()).as_deref(), Some("as commanded"));
+        let drifting = DesiredSnapshot {
+            drift_fields: vec!["t_heat", "hold"],
+            ..snapshot()
+        };
+        assert_eq!(
+            settings_line(&drifting).as_deref(),
+            Some("differs: t_heat, hold")
+        );
+        let failing = DesiredSnapshot {
+            holding_settings: false,
+            failed_reapplies: 3,
+            ..snapshot()
+        };
+        assert_eq!(
+            settings_line(&failing).as_deref(),
+            Some("not holding: 3 re-applies failed in a row")
+        );
+    }
+
+    #[test]
+    fn settings_line_absent_without_command_or_policy() {
+        let uncommanded = DesiredSnapshot {
+            settings: SettingsChange::default(),
+            ..snapshot()
+        };
+        assert_eq!(settings_line(&uncommanded), None);
+        let off = DesiredSnapshot {
+            policy: Policy::Off,
+            ..snapshot()
+        };
+        assert_eq!(settings_line(&off), None);
     }
 
     #[test]
