@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thermostat_server::clock::SystemClock;
-use thermostat_server::device::{DeviceLink, LinkOptions, ModelProfile};
+use thermostat_server::device::{DeviceLink, LinkOptions, ModelProfile, ProgramKind};
 use thermostat_server::health::Health;
 use thermostat_server::poll::schedule::ScheduleOptions;
 use thermostat_server::poll::{
@@ -92,6 +92,16 @@ fn body(text: &str) -> Reply {
 /// Polls the fleet's only device with the real polling task until `timing.run_for`
 /// has passed.
 fn poll_for(fleet: &Fleet, timing: Timing) -> PollRun {
+    poll_beside(fleet, timing, |_| {})
+}
+
+/// Like [`poll_for`], with `beside` running on another thread meanwhile, given the
+/// link the poller uses.
+fn poll_beside(
+    fleet: &Fleet,
+    timing: Timing,
+    beside: impl FnOnce(Arc<DeviceLink>) + Send + 'static,
+) -> PollRun {
     let device = &fleet.devices()[0];
     let sink = Arc::new(CollectingSink::default());
     let status = Arc::new(StatusBoard::new());
@@ -116,6 +126,8 @@ fn poll_for(fleet: &Fleet, timing: Timing) -> PollRun {
         DeviceAddress::new(device.address()),
         timing.link,
     ));
+    let side_link = link.clone();
+    let side = std::thread::spawn(move || beside(side_link));
     let stopper = shutdown.clone();
     let run_for = timing.run_for;
     let timer = std::thread::spawn(move || {
@@ -124,6 +136,7 @@ fn poll_for(fleet: &Fleet, timing: Timing) -> PollRun {
     });
     smol::block_on(poll_thermostat(id.clone(), link, Instant::now(), context));
     timer.join().expect("timer thread");
+    side.join().expect("side thread");
 
     let readings = std::mem::take(&mut *sink.readings.lock().expect("sink lock"));
     let failures = std::mem::take(&mut *sink.failures.lock().expect("sink lock"));
@@ -359,5 +372,56 @@ fn truncated_body_is_a_failure_and_polling_continues() {
     assert_eq!(
         run.readings.len() + run.failures.len(),
         run.status.polls as usize
+    );
+}
+
+// BL-05 / F-2: a program read needs a quiet gap before and after it (15 s in the field,
+// scaled down to 1.5 s here), and the periodic poll never reads a program.
+#[test]
+fn program_read_gets_quiet_gaps_and_polls_never_read_programs() {
+    let fleet = one_device(simulator::ModelProfile::Ct80RevB, Vec::new());
+    let program_gap = Duration::from_millis(1500);
+    let timing = Timing {
+        interval: Duration::from_millis(300),
+        link: LinkOptions {
+            program_gap,
+            ..fast_timing(Duration::ZERO).link
+        },
+        run_for: Duration::from_secs(7),
+    };
+
+    let run = poll_beside(&fleet, timing, |link| {
+        std::thread::sleep(Duration::from_secs(2));
+        let program = smol::block_on(link.read_program(ProgramKind::Heat));
+        assert!(program.is_ok(), "program read failed: {program:?}");
+    });
+
+    assert_eq!(run.stats.requests_to("/tstat/program/heat"), 1);
+    assert_eq!(run.stats.requests_to("/tstat/program/cool"), 0);
+    assert_eq!(run.stats.overlapping_requests, 0);
+    let spans: Vec<_> = run.stats.requests.iter().collect();
+    let at = spans
+        .iter()
+        .position(|span| span.path == "/tstat/program/heat")
+        .expect("program request logged");
+    assert!(
+        at > 0 && at + 1 < spans.len(),
+        "polls before and after: {spans:?}"
+    );
+    let before = spans[at].start - spans[at - 1].end;
+    let after = spans[at + 1].start - spans[at].end;
+    let least = program_gap - Duration::from_millis(100);
+    assert!(
+        before >= least,
+        "only {before:?} of quiet before the program read"
+    );
+    assert!(
+        after >= least,
+        "only {after:?} of quiet after the program read"
+    );
+    assert!(
+        run.readings.len() >= 6,
+        "polling went on around the program read: {} readings",
+        run.readings.len()
     );
 }
