@@ -9,6 +9,7 @@
     reason = "each test binary uses a different subset of the helpers"
 )]
 
+pub mod child;
 pub mod daemon;
 
 use std::sync::OnceLock;
