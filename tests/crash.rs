@@ -1,10 +1,10 @@
 //! Crash safety: the real daemon binary killed with SIGKILL at random moments, 50 times,
 //! while it polls simulated thermostats, rolls up minutes, uploads to the fake public
 //! server and runs commands queued there. Every restart uses the same PostgreSQL,
-//! simulator and fake public server. After each kill, and at the end, the test checks
-//! that no minute row is missing or counts other readings than the stored ones, that no
-//! command wrote to a thermostat twice or finished with two outcomes, and that the
-//! outbox finally delivers every state change, minute row and result.
+//! simulator and fake public server. After each kill, the test checks that no minute row
+//! is missing or counts other readings than the stored ones. At the end it also checks
+//! that no command wrote to a thermostat twice or finished with two outcomes, and that
+//! the outbox delivered every state change, minute row and result.
 //!
 //! The kill moments come from a seeded RNG; the seed is printed, and `CRASH_SEED=N`
 //! replays a run. `CRASH_KILLS=N` changes the number of kills (default 50).
@@ -30,7 +30,33 @@ const THERMOSTATS: usize = 3;
 const DEFAULT_KILLS: usize = 50;
 
 /// Range of a daemon's life before SIGKILL, in milliseconds.
-const LIFE_MS: std::ops::RangeInclusive<u64> = 500..=3_000;
+const LIFE_MS: std::ops::RangeInclusive<u64> = 400..=2_600;
+
+/// Maximum delay of a kill aimed at a rollup. The store rolls up a minute at its first
+/// flush after the minute's end plus the 5 s grace, so kills are aimed at that moment.
+const ROLLUP_AIM_MS: u64 = 300;
+
+/// Returns how long the life starting now lasts: a random draw, or up to just after
+/// the next rollup moment when that comes first, so that kills also land on rollups.
+fn life_length(rng: &mut fastrand::Rng) -> (Duration, bool) {
+    let drawn = Duration::from_millis(rng.u64(LIFE_MS));
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970");
+    let into_minute = Duration::from_millis((since_epoch.as_millis() % 60_000) as u64);
+    let rollup_at = Duration::from_secs(5);
+    let until_rollup = if into_minute < rollup_at {
+        rollup_at - into_minute
+    } else {
+        Duration::from_secs(65) - into_minute
+    };
+    let aimed = until_rollup + Duration::from_millis(rng.u64(0..ROLLUP_AIM_MS));
+    if aimed < drawn {
+        (aimed, true)
+    } else {
+        (drawn, false)
+    }
+}
 
 /// What one life of the daemon did before it was killed, read from its debug log.
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,7 +90,7 @@ impl Life {
         life
     }
 
-    /// Whether the kill came while a command ran (logged as running, not completed).
+    /// Returns whether the kill came while a command ran (logged as running, not completed).
     fn killed_mid_command(&self) -> bool {
         self.commands_started > self.commands_finished
     }
@@ -88,7 +114,7 @@ fn kills() -> usize {
         .unwrap_or(DEFAULT_KILLS)
 }
 
-/// The set_state command number `n`: heat to a setpoint no other command uses.
+/// Builds set_state command number `n`, which heats to a setpoint no other command uses.
 fn command(n: usize, uuid: &str) -> (String, f64, Value) {
     let id = format!("crash-cmd-{n}");
     let setpoint = 55.0 + n as f64 * 0.5;
@@ -220,7 +246,7 @@ fn state_changes_not_delivered(db: &mut postgres::Client, cloud: &FakeCloud) -> 
         .count()
 }
 
-/// Whether the daemon got as far as creating the schema before a kill.
+/// Returns whether the daemon created the schema before a kill.
 fn migrated(db: &mut postgres::Client) -> bool {
     db.query_one(
         "SELECT to_regclass('public.sync_result_outbox') IS NOT NULL",
@@ -230,8 +256,8 @@ fn migrated(db: &mut postgres::Client) -> bool {
     .expect("look for the schema")
 }
 
-/// The start of the minute before the one `at` falls in: once the rollup has passed
-/// it, every minute that closed before `at` is rolled up.
+/// Returns the start of the minute before the one `at` falls in. Once the rollup has
+/// passed it, every minute that closed before `at` is rolled up.
 fn minute_before(at: SystemTime) -> SystemTime {
     let seconds = at
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -253,7 +279,7 @@ fn sigkill_at_random_moments_loses_nothing_stored() {
         count: THERMOSTATS,
         models: vec![ModelProfile::Ct50],
         // Slow enough that a kill often lands inside a poll or a command's requests.
-        latency: Latency::Fixed(Duration::from_millis(300)),
+        latency: Latency::Fixed(Duration::from_millis(100)),
         seed,
         ..FleetOptions::default()
     })
@@ -280,6 +306,7 @@ fn sigkill_at_random_moments_loses_nothing_stored() {
     let mut lives_with = BTreeMap::<&str, usize>::new();
     let mut killed_mid_command = 0;
     let mut audits = 0;
+    let mut aimed_at_rollup = 0;
 
     for kill in 0..kills {
         if kill % 2 == 1 {
@@ -288,7 +315,9 @@ fn sigkill_at_random_moments_loses_nothing_stored() {
             commands.push((id, setpoint));
         }
         let daemon = ChildDaemon::start(&config, &log_path, &[]);
-        std::thread::sleep(Duration::from_millis(rng.u64(LIFE_MS)));
+        let (length, at_rollup) = life_length(&mut rng);
+        aimed_at_rollup += usize::from(at_rollup);
+        std::thread::sleep(length);
         let log = daemon.log();
         daemon.kill();
 
@@ -401,6 +430,9 @@ fn sigkill_at_random_moments_loses_nothing_stored() {
             .expect("the command is logged")
             .get(0);
         assert_eq!(stored, status, "command {id}");
+        if status != "completed" {
+            println!("crash test: command {id} {status}: {}", result["error"]);
+        }
         *outcomes.entry(status).or_default() += 1;
     }
     assert!(
@@ -414,7 +446,8 @@ fn sigkill_at_random_moments_loses_nothing_stored() {
     println!(
         "crash test: seed {seed}: {kills} SIGKILLs survived in {:.0} s ({:.0} s in all); \
          {audits} audits after kills; lives that flushed {}, rolled up {}, uploaded {}, \
-         ran a command {}; {killed_mid_command} kills during a command; in all {} flushes, \
+         ran a command {}; {killed_mid_command} kills during a command, {aimed_at_rollup} aimed \
+         at a rollup; in all {} flushes, \
          {} rollups, {} uploads and {} command runs logged",
         kill_phase.as_secs_f64(),
         total.as_secs_f64(),

@@ -1,7 +1,7 @@
-//! PostgreSQL faults injected for real under the running daemon: the server stopped for
-//! two minutes (and down at start-up), the daemon's connection terminated in the middle
-//! of its transactions, a full disk under the readings table, and a backend frozen with
-//! SIGSTOP so that the systemd watchdog must stop being petted.
+//! PostgreSQL faults injected for real under the running daemon. The server is stopped
+//! for two minutes (and is down at start-up), and the daemon's connection is terminated
+//! in the middle of its transactions. A full disk sits under the readings table, and a
+//! backend frozen with SIGSTOP makes the systemd watchdog stop being petted.
 //!
 //! Each test counts what survived: every `GET /tstat` the simulator answered must end
 //! up as a stored reading or poll failure (one poll may be cut off by the stop), and the
@@ -10,64 +10,20 @@
 mod support;
 
 use std::os::unix::net::UnixDatagram;
-use std::sync::{Mutex, Once, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use support::child::{ChildConfig, ChildDaemon, free_port, send_signal};
 use support::daemon::{RunningDaemon, http_get, wait_for};
+use support::log_capture;
 use thermostat_server::config::Config;
 use thermostat_server::pgtemp::TempPostgres;
 use thermostat_server::simulator::{Fleet, FleetOptions, ModelProfile};
 use thermostat_server::thermostat::DeviceAddress;
 
 const THERMOSTATS: usize = 3;
-
-/// Log lines of every daemon in this test process, at info and above.
-static LOG_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct CaptureLog;
-
-impl log::Log for CaptureLog {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Info
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            let line = format!("{} {}: {}", record.level(), record.target(), record.args());
-            lines().push(line);
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-static CAPTURE: CaptureLog = CaptureLog;
-
-fn lines() -> std::sync::MutexGuard<'static, Vec<String>> {
-    LOG_LINES
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn capture_log() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let _ = log::set_logger(&CAPTURE);
-        log::set_max_level(log::LevelFilter::Info);
-    });
-}
-
-/// Captured log lines that contain `text`, such as a database name.
-fn log_lines_about(text: &str) -> Vec<String> {
-    lines()
-        .iter()
-        .filter(|line| line.contains(text))
-        .cloned()
-        .collect()
-}
 
 /// Length of the PostgreSQL outage; `PG_OUTAGE_SECONDS` shortens it for a quick run.
 fn outage_length() -> Duration {
@@ -88,7 +44,7 @@ fn fleet() -> Fleet {
 }
 
 fn config(url: &str, fleet: &Fleet) -> Config {
-    capture_log();
+    log_capture::install();
     let mut config = Config::new("fault_site", url);
     config.thermostats.addresses = fleet
         .devices()
@@ -103,7 +59,7 @@ fn config(url: &str, fleet: &Fleet) -> Config {
     config
 }
 
-/// `GET /tstat` requests each device answered so far.
+/// Returns the `GET /tstat` requests that each device has served.
 fn polls_answered(fleet: &Fleet) -> Vec<u64> {
     fleet
         .devices()
@@ -135,7 +91,7 @@ fn stored_polls(db: &mut postgres::Client, fleet: &Fleet) -> Vec<u64> {
         .collect()
 }
 
-/// Stops the daemon cleanly and checks that every answered poll was stored: the
+/// Stops the daemon cleanly and checks that every served poll was stored. The
 /// difference per device is 0, or 1 for a poll cut off by the stop. Returns the total
 /// of stored polls.
 fn stop_and_count(daemon: RunningDaemon, url: &str, fleet: &Fleet, fault: &str) -> u64 {
@@ -148,8 +104,10 @@ fn stop_and_count(daemon: RunningDaemon, url: &str, fleet: &Fleet, fault: &str) 
     let answered = polls_answered(fleet);
     let stored = stored_polls(&mut support::connect(url), fleet);
     for (index, (answered, stored)) in answered.iter().zip(&stored).enumerate() {
+        // More stored than served would be a duplicate, and two or more fewer a loss.
+        let unstored = i128::from(*answered) - i128::from(*stored);
         assert!(
-            answered - stored <= 1,
+            (0..=1).contains(&unstored),
             "{fault}: device {index} answered {answered} polls, {stored} stored"
         );
     }
@@ -177,15 +135,16 @@ fn readings_between(url: &str, from: SystemTime, to: SystemTime) -> i64 {
 }
 
 #[test]
-fn server_down_at_start_and_for_two_minutes() {
+fn server_outage_loses_no_reading() {
     let cluster = support::start_test_cluster();
     let url = cluster
         .create_database("outage")
         .expect("create the test database");
     let fleet = fleet();
 
-    // Down at start-up: the daemon runs and says so, and waits for the database before
-    // it polls, because it needs the stored thermostat list and their rows.
+    // Down at start-up: the daemon runs and reports the outage on the health check. It
+    // waits for the database before it polls, because it needs the stored thermostat
+    // list and their rows.
     cluster.stop_server().expect("stop PostgreSQL");
     let daemon = RunningDaemon::start(config(&url, &fleet));
     wait_for(Duration::from_secs(20), "503 with PostgreSQL down", || {
@@ -212,7 +171,7 @@ fn server_down_at_start_and_for_two_minutes() {
     let down = Instant::now();
     let mut health_checks = 0;
     let mut unhealthy = 0;
-    let mut most_buffered = 0;
+    let mut max_buffered = 0;
     // The store notices at its next flush (every 200 ms); allow a few seconds.
     std::thread::sleep(Duration::from_secs(5));
     while down.elapsed() < outage {
@@ -221,8 +180,8 @@ fn server_down_at_start_and_for_two_minutes() {
         assert_eq!(status, 503, "health while PostgreSQL is down: {body}");
         assert_eq!(body["database"]["ok"], false, "{body}");
         unhealthy += 1;
-        most_buffered =
-            most_buffered.max(body["database"]["buffered_readings"].as_u64().unwrap_or(0));
+        max_buffered =
+            max_buffered.max(body["database"]["buffered_readings"].as_u64().unwrap_or(0));
         std::thread::sleep(Duration::from_secs(5));
     }
     let polls_during = polls_answered(&fleet);
@@ -252,7 +211,7 @@ fn server_down_at_start_and_for_two_minutes() {
     );
     println!(
         "outage: {} s down, {unhealthy}/{health_checks} health checks answered 503, up to \
-         {most_buffered} readings buffered, {in_outage} readings from the outage stored, \
+         {max_buffered} readings buffered, {in_outage} readings from the outage stored, \
          {stored} polls stored in all, 0 lost; healthy {:.1} s after the restart",
         outage.as_secs(),
         recovered.as_secs_f64()
@@ -382,7 +341,7 @@ impl SmallDisk {
         Ok(disk)
     }
 
-    /// Fills the disk with a root-owned file until the kernel refuses more.
+    /// Fills the disk with a root-owned file until a write fails with ENOSPC.
     fn fill(&self) -> u64 {
         use std::io::Write;
         let mut file = std::fs::File::create(self.filler()).expect("create the filler file");
@@ -427,13 +386,13 @@ fn run_as_root() -> bool {
 }
 
 #[test]
-fn disk_full_under_the_readings_table() {
+fn disk_full_under_readings_table() {
     // Dropped in reverse order: the cluster stops before the disk is unmounted.
     let disk = match SmallDisk::mount("2m") {
         Ok(disk) => disk,
         Err(reason) => {
             println!(
-                "SKIPPED disk_full_under_the_readings_table: {reason}; run as root to mount a tmpfs"
+                "SKIPPED disk_full_under_readings_table: {reason}; run as root to mount a tmpfs"
             );
             return;
         }
@@ -457,20 +416,20 @@ fn disk_full_under_the_readings_table() {
          ALTER INDEX raw_readings_pkey SET TABLESPACE small;",
     )
     .expect("move raw_readings to the small disk");
-    let lines_before = log_lines_about("/disk_full").len();
+    let lines_before = log_capture::lines_containing("/disk_full").len();
     let filled = disk.fill();
     let full_at = Instant::now();
 
-    // The last page of the table still has room; once it is used up, every insert fails
-    // with "could not extend file" and the readings wait in the buffer.
-    let mut most_buffered = 0;
+    // The last page of the table still has room. Once it is used up, every insert fails
+    // with "could not extend file", so the readings wait in the buffer.
+    let mut max_buffered = 0;
     wait_for(
         Duration::from_secs(120),
         "writes to fail on the full disk",
         || {
             let (_, body) = health(&daemon);
-            most_buffered = body["database"]["buffered_readings"].as_u64().unwrap_or(0);
-            most_buffered >= 30
+            max_buffered = body["database"]["buffered_readings"].as_u64().unwrap_or(0);
+            max_buffered >= 30
         },
     );
     let failing_after = full_at.elapsed();
@@ -481,8 +440,8 @@ fn disk_full_under_the_readings_table() {
         "503 while the disk is full",
         || {
             let (status, body) = health(&daemon);
-            most_buffered =
-                most_buffered.max(body["database"]["buffered_readings"].as_u64().unwrap_or(0));
+            max_buffered =
+                max_buffered.max(body["database"]["buffered_readings"].as_u64().unwrap_or(0));
             problem = body["database"]["problem"]
                 .as_str()
                 .unwrap_or_default()
@@ -499,7 +458,7 @@ fn disk_full_under_the_readings_table() {
         status == 200 && body["database"]["buffered_readings"] == 0
     });
     let stored = stop_and_count(daemon, &url, &fleet, "disk full");
-    let lines = log_lines_about("/disk_full");
+    let lines = log_capture::lines_containing("/disk_full");
     let lines = &lines[lines_before.min(lines.len())..];
     println!("disk full: {} log lines about the database:", lines.len());
     for line in lines.iter().take(12) {
@@ -519,7 +478,7 @@ fn disk_full_under_the_readings_table() {
     );
     println!(
         "disk full: filled {filled} bytes; inserts failed from {:.0} s later; health 503 \
-         while full ({problem}); up to {most_buffered} readings buffered; polls went on ({polls_while_full:?}); \
+         while full ({problem}); up to {max_buffered} readings buffered; polls went on ({polls_while_full:?}); \
          {stored} polls stored after the space came back, 0 lost",
         failing_after.as_secs_f64()
     );
@@ -566,7 +525,7 @@ fn pets(messages: &[String]) -> usize {
 }
 
 #[test]
-fn watchdog_stops_while_the_store_is_frozen() {
+fn watchdog_stops_while_store_frozen() {
     let cluster = support::start_test_cluster();
     let url = cluster
         .create_database("watchdog")

@@ -167,10 +167,10 @@ pub(crate) fn is_transient(error: &postgres::Error) -> bool {
         || code == "40P01" // deadlock detected
 }
 
-/// Returns true for a transient error after which the connection still works: the
-/// server is there but refused the statement (disk full, out of memory, statement
-/// timeout, serialization failure, deadlock). A lost connection, a server shutting
-/// down (57P01 to 57P03) and errors without a SQLSTATE need a reconnect.
+/// Returns true for a transient error after which the connection still works, because
+/// the server rejected only the statement (disk full, out of memory, statement timeout,
+/// serialization failure, deadlock). A lost connection, a server shutting down (57P01 to
+/// 57P03) and an error without a SQLSTATE need a reconnect.
 pub(crate) fn keeps_connection(sqlstate: Option<&str>) -> bool {
     let Some(code) = sqlstate else {
         return false;
@@ -537,7 +537,7 @@ mod tests {
     use super::keeps_connection;
 
     #[test]
-    fn refused_statements_keep_the_connection() {
+    fn rejected_statement_keeps_connection() {
         // disk full, out of memory, statement timeout, serialization failure, deadlock
         for code in ["53100", "53200", "57014", "40001", "40P01"] {
             assert!(keeps_connection(Some(code)), "{code}");
@@ -545,7 +545,7 @@ mod tests {
     }
 
     #[test]
-    fn lost_or_closing_connections_reconnect() {
+    fn lost_connection_needs_reconnect() {
         // connection failure, admin shutdown (pg_terminate_backend), crash shutdown,
         // too many connections, and an IO error without a SQLSTATE
         for code in ["08006", "57P01", "57P02", "53300"] {

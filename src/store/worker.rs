@@ -1,7 +1,7 @@
 //! The store thread's loop: drain samples, answer requests, flush, roll up, prune.
 //!
 //! Logging: info for connects and migrations; warn once per outage for a lost
-//! connection, once while the server refuses writes on a working connection (a full
+//! connection, once while the server rejects writes on a working connection (a full
 //! disk), and once per minute for dropped samples; error for rows the database
 //! rejects (then skipped, not retried); debug for each flush. The password is never
 //! logged: connection errors name only host, port and database.
@@ -44,7 +44,7 @@ const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why a batch write failed: worth retrying later, or rejected by the database.
 enum WriteFailure {
-    /// A retry can succeed; `connection_kept` when the server refused the statement
+    /// A retry can succeed; `connection_kept` when the server rejected the statement
     /// but the connection still works (a full disk, a statement timeout).
     Transient {
         detail: String,
@@ -106,10 +106,10 @@ pub(super) struct Worker {
     migrated: bool,
     migration_waiters: Vec<(Instant, Sender<Result<(), StoreError>>)>,
     next_flush: Instant,
-    /// No batch is written before this while the server refuses writes.
+    /// The time before which no batch is written while the server rejects writes.
     write_retry_at: Instant,
-    /// The server refuses writes on a working connection; logged once until one passes.
-    writes_refused: bool,
+    /// The server rejects writes on a working connection. It is logged once, until a write passes.
+    writes_rejected: bool,
 
     readings_written: u64,
     failures_written: u64,
@@ -145,7 +145,7 @@ impl Worker {
             migration_waiters: Vec::new(),
             next_flush: Instant::now(),
             write_retry_at: Instant::now(),
-            writes_refused: false,
+            writes_rejected: false,
             readings_written: 0,
             failures_written: 0,
             dropped_total: 0,
@@ -439,7 +439,7 @@ impl Worker {
         self.client = Some(client);
         self.ever_connected = true;
         self.outage_logged = false;
-        self.writes_refused = false;
+        self.writes_rejected = false;
         self.migrated = true;
         self.backoff.succeeded();
         self.health.set_database_connected(true);
@@ -559,10 +559,10 @@ impl Worker {
         })
     }
 
-    /// Handles a batch write that a retry can fix. A lost connection is dropped and
-    /// reconnected. A server that refuses the statement on a working connection (a full
-    /// disk) keeps it, and writes back off: one warning, not a reconnect and two log
-    /// lines every few hundred milliseconds until the disk has room again.
+    /// Handles a failed batch write that a retry can fix. A lost connection is dropped
+    /// and reconnected. When the server rejects the statement on a working connection
+    /// (a full disk), the connection is kept and writes back off, so the log gets one
+    /// warning instead of a reconnect and two lines every few hundred milliseconds.
     fn write_failed(&mut self, detail: String, connection_kept: bool) -> StoreError {
         let error = StoreError::Unavailable(format!("writing readings: {detail}"));
         if !connection_kept {
@@ -572,14 +572,14 @@ impl Worker {
         self.backoff.failed();
         self.write_retry_at = self.backoff.next_attempt;
         self.next_flush = self.next_flush.max(self.write_retry_at);
-        if !self.writes_refused {
+        if !self.writes_rejected {
             log::warn!(
-                "PostgreSQL at {} refused to store readings: {detail}; keeping {} readings and \
+                "PostgreSQL at {} rejected the readings: {detail}; keeping {} readings and \
                  failures buffered and retrying with backoff up to {BACKOFF_MAX:?}",
                 self.target(),
                 self.buffer.len()
             );
-            self.writes_refused = true;
+            self.writes_rejected = true;
         }
         error
     }
@@ -613,13 +613,13 @@ impl Worker {
     }
 
     fn record_write(&mut self, outcome: &WriteOutcome, count: usize, started: Instant) {
-        if self.writes_refused {
+        if self.writes_rejected {
             log::info!(
                 "PostgreSQL at {} stores readings again; {} samples waiting",
                 self.target(),
                 self.buffer.len().saturating_sub(count)
             );
-            self.writes_refused = false;
+            self.writes_rejected = false;
             self.backoff.succeeded();
         }
         self.readings_written += outcome.readings_inserted;

@@ -11,6 +11,7 @@
 
 pub mod child;
 pub mod daemon;
+pub mod log_capture;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
