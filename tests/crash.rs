@@ -30,7 +30,7 @@ const THERMOSTATS: usize = 3;
 const DEFAULT_KILLS: usize = 50;
 
 /// Range of a daemon's life before SIGKILL, in milliseconds.
-const LIFE_MS: std::ops::RangeInclusive<u64> = 400..=2_600;
+const LIFE_MS: std::ops::RangeInclusive<u64> = 300..=2_400;
 
 /// Maximum delay of a kill aimed at a rollup. The store rolls up a minute at its first
 /// flush after the minute's end plus the 5 s grace, so kills are aimed at that moment.

@@ -1,6 +1,6 @@
-//! A logger for integration tests that run the daemon in the test process: it keeps
-//! every line at info and above, and copies it to stderr, so a test can look for a
-//! message (or check that a secret is missing).
+//! A logger for integration tests that run the daemon in the test process. It keeps
+//! every line at info and above and copies it to stderr, so a test can look for a
+//! message or check that a secret is missing.
 
 use std::sync::{Mutex, MutexGuard, Once};
 
