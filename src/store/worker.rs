@@ -617,7 +617,7 @@ impl Worker {
             log::info!(
                 "PostgreSQL at {} stores readings again; {} samples waiting",
                 self.target(),
-                self.buffer.len().saturating_sub(count)
+                self.buffer.len()
             );
             self.writes_rejected = false;
             self.backoff.succeeded();
