@@ -152,6 +152,20 @@ impl ChildDaemon {
         }
     }
 
+    /// Waits until the log contains `text`, such as a line written after the signal
+    /// handlers are in place, because a SIGTERM before that ends the process at once.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the daemon log within {limit:?}; log:\n{}",
+                self.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
