@@ -6,8 +6,10 @@
 //! that no command wrote to a thermostat twice or finished with two outcomes, and that
 //! the outbox delivered every state change, minute row and result.
 //!
-//! The kill moments come from a seeded RNG; the seed is printed, and `CRASH_SEED=N`
-//! replays a run. `CRASH_KILLS=N` changes the number of kills (default 50).
+//! The kill moments come from a seeded RNG, and the test prints the seed. `CRASH_SEED=N`
+//! repeats the same draws, but the moments also depend on the wall clock (kills aimed
+//! at rollups) and the machine's speed, so a replay is close, not exact.
+//! `CRASH_KILLS=N` changes the number of kills (default 50).
 
 mod support;
 
@@ -270,7 +272,7 @@ fn minute_before(at: SystemTime) -> SystemTime {
 fn sigkill_at_random_moments_loses_nothing_stored() {
     let seed = seed();
     let kills = kills();
-    println!("crash test: seed {seed}, {kills} kills (replay with CRASH_SEED={seed})");
+    println!("crash test: seed {seed}, {kills} kills (repeat the draws with CRASH_SEED={seed})");
     let mut rng = fastrand::Rng::with_seed(seed);
 
     let url = support::fresh_database_url("crash_sigkill");
