@@ -1,10 +1,11 @@
 //! The store thread's loop: drain samples, answer requests, flush, roll up, prune.
 //!
 //! Logging: info for connects and migrations; warn once per outage for a lost
-//! connection, once while the server rejects writes on a working connection (a full
-//! disk), and once per minute for dropped samples; error for rows the database
-//! rejects (then skipped, not retried); debug for each flush. The password is never
-//! logged: connection errors name only host, port and database.
+//! connection and once per minute for dropped samples; error for rows the database
+//! rejects (then skipped, not retried); debug for each flush. Writes that the server
+//! rejects on a working connection (a full disk) get one warning, and one info line
+//! when they pass again. The password is never logged: connection errors name only
+//! host, port and database.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
