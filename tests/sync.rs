@@ -4,11 +4,12 @@
 mod support;
 
 use support::daemon::RunningDaemon;
+use support::log_capture;
 
 #[path = "support/fake_cloud.rs"]
 mod fake_cloud;
 
-use std::sync::{Arc, Mutex, Once};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -23,54 +24,9 @@ use thermostat_server::thermostat::DeviceAddress;
 const SITE: &str = "test_site";
 const TOKEN: &str = "site-token-for-tests-0123456789";
 
-/// Log lines of every daemon in this test process, for the checks on what it logs.
-static LOG_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct CaptureLog;
-
-impl log::Log for CaptureLog {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Info
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let line = format!("{} {}: {}", record.level(), record.target(), record.args());
-        eprintln!("{line}");
-        LOG_LINES
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(line);
-    }
-
-    fn flush(&self) {}
-}
-
-static CAPTURE: CaptureLog = CaptureLog;
-
-fn capture_log() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let _ = log::set_logger(&CAPTURE);
-        log::set_max_level(log::LevelFilter::Info);
-    });
-}
-
-fn log_lines_containing(text: &str) -> Vec<String> {
-    LOG_LINES
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-        .filter(|line| line.contains(text))
-        .cloned()
-        .collect()
-}
-
 /// Starts the daemon with the log captured, so tests can look for the token in it.
 fn start_daemon(config: Config, discovery: Option<Arc<dyn DiscoveryRunner>>) -> RunningDaemon {
-    capture_log();
+    log_capture::install();
     RunningDaemon::start_with(config, discovery)
 }
 
@@ -375,7 +331,7 @@ fn untrusted_certificate_refused_and_logged() {
         Duration::from_secs(20),
         "a log line about the certificate",
         || {
-            log_lines_containing("is not trusted")
+            log_capture::lines_containing("is not trusted")
                 .iter()
                 .any(|line| line.contains(&port))
         },
@@ -393,7 +349,7 @@ fn untrusted_certificate_refused_and_logged() {
     daemon.stop();
 
     assert!(cloud.state().requests.is_empty());
-    assert!(log_lines_containing(TOKEN).is_empty());
+    assert!(log_capture::lines_containing(TOKEN).is_empty());
 }
 
 #[test]
@@ -410,7 +366,7 @@ fn verify_off_accepts_any_certificate_with_warning() {
     wait_for_registration(&cloud, 1);
     daemon.stop();
 
-    assert!(!log_lines_containing("ssl_verify is false").is_empty());
+    assert!(!log_capture::lines_containing("ssl_verify is false").is_empty());
 }
 
 #[test]
@@ -514,7 +470,7 @@ fn auth_failure_keeps_state_changes() {
         },
     );
     std::thread::sleep(Duration::from_secs(3));
-    let auth_lines = log_lines_containing("rejected the site token").len();
+    let auth_lines = log_capture::lines_containing("rejected the site token").len();
     let elapsed = started.elapsed().as_secs();
 
     cloud.set_mode(Mode::Normal);

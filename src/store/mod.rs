@@ -171,6 +171,20 @@ pub(crate) fn is_transient(error: &postgres::Error) -> bool {
         || code == "40P01" // deadlock detected
 }
 
+/// Returns true for a transient error after which the connection still works, because
+/// the server rejected only the statement (disk full, out of memory, statement timeout,
+/// serialization failure, deadlock). A lost connection, a server shutting down (57P01 to
+/// 57P03) and an error without a SQLSTATE need a reconnect.
+pub(crate) fn keeps_connection(sqlstate: Option<&str>) -> bool {
+    let Some(code) = sqlstate else {
+        return false;
+    };
+    (code.starts_with("53") && code != "53300")
+        || code == "57014"
+        || code == "40001"
+        || code == "40P01"
+}
+
 /// Formats an error with its SQLSTATE and detail, or with its causes, which `Display`
 /// leaves out.
 pub(crate) fn describe(error: &postgres::Error) -> String {
@@ -540,5 +554,28 @@ impl StoreHandle {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.recv().await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keeps_connection;
+
+    #[test]
+    fn rejected_statement_keeps_connection() {
+        // disk full, out of memory, statement timeout, serialization failure, deadlock
+        for code in ["53100", "53200", "57014", "40001", "40P01"] {
+            assert!(keeps_connection(Some(code)), "{code}");
+        }
+    }
+
+    #[test]
+    fn lost_connection_needs_reconnect() {
+        // connection failure, admin shutdown (pg_terminate_backend), crash shutdown,
+        // too many connections, and an IO error without a SQLSTATE
+        for code in ["08006", "57P01", "57P02", "53300"] {
+            assert!(!keeps_connection(Some(code)), "{code}");
+        }
+        assert!(!keeps_connection(None));
     }
 }

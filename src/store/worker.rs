@@ -2,8 +2,10 @@
 //!
 //! Logging: info for connects and migrations; warn once per outage for a lost
 //! connection and once per minute for dropped samples; error for rows the database
-//! rejects (then skipped, not retried); debug for each flush. The password is never
-//! logged: connection errors name only host, port and database.
+//! rejects (then skipped, not retried); debug for each flush. Writes that the server
+//! rejects on a working connection (a full disk) get one warning, and one info line
+//! when they pass again. The password is never logged: connection errors name only
+//! host, port and database.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +20,8 @@ use super::buffer::{Buffer, Sample};
 use super::queries::{self, RetentionTable};
 use super::writer::{Batch, WriteOutcome, write_batch};
 use super::{
-    FlushReport, Request, ShutdownReport, StoreError, StoreOptions, describe, is_transient, migrate,
+    FlushReport, Request, ShutdownReport, StoreError, StoreOptions, describe, is_transient,
+    keeps_connection, migrate,
 };
 use crate::clock::Clock;
 use crate::health::Health;
@@ -42,7 +45,12 @@ const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why a batch write failed: worth retrying later, or rejected by the database.
 enum WriteFailure {
-    Transient(String),
+    /// A retry can succeed; `connection_kept` when the server rejected the statement
+    /// but the connection still works (a full disk, a statement timeout).
+    Transient {
+        detail: String,
+        connection_kept: bool,
+    },
     Rejected(String),
 }
 
@@ -99,6 +107,10 @@ pub(super) struct Worker {
     migrated: bool,
     migration_waiters: Vec<(Instant, Sender<Result<(), StoreError>>)>,
     next_flush: Instant,
+    /// The time before which no batch is written while the server rejects writes.
+    write_retry_at: Instant,
+    /// The server rejects writes on a working connection. It is logged once, until a write passes.
+    writes_rejected: bool,
 
     readings_written: u64,
     failures_written: u64,
@@ -133,6 +145,8 @@ impl Worker {
             migrated: false,
             migration_waiters: Vec::new(),
             next_flush: Instant::now(),
+            write_retry_at: Instant::now(),
+            writes_rejected: false,
             readings_written: 0,
             failures_written: 0,
             dropped_total: 0,
@@ -166,7 +180,8 @@ impl Worker {
                 .record_store_heartbeat(self.clock.now().as_second());
             self.drain();
             self.expire_migration_waiters();
-            let batch_full = self.buffer.len() >= MAX_BATCH;
+            let batch_full =
+                self.buffer.len() >= MAX_BATCH && Instant::now() >= self.write_retry_at;
             if Instant::now() >= self.next_flush || batch_full {
                 self.next_flush = Instant::now() + self.options.flush_interval;
                 let result = self.flush_and_maintain();
@@ -398,6 +413,7 @@ impl Worker {
         self.client = Some(client);
         self.ever_connected = true;
         self.outage_logged = false;
+        self.writes_rejected = false;
         self.migrated = true;
         self.backoff.succeeded();
         self.health.set_database_connected(true);
@@ -485,11 +501,10 @@ impl Worker {
 
         let outcome = match self.write(&batch) {
             Ok(outcome) => outcome,
-            Err(WriteFailure::Transient(detail)) => {
-                let error = StoreError::Unavailable(format!("writing readings: {detail}"));
-                self.lost_connection(detail);
-                return Err(error);
-            }
+            Err(WriteFailure::Transient {
+                detail,
+                connection_kept,
+            }) => return Err(self.write_failed(detail, connection_kept)),
             Err(WriteFailure::Rejected(detail)) => self.write_split(batch, &detail)?,
         };
 
@@ -500,15 +515,47 @@ impl Worker {
 
     fn write(&mut self, batch: &Batch) -> Result<WriteOutcome, WriteFailure> {
         let Some(client) = self.client.as_mut() else {
-            return Err(WriteFailure::Transient("not connected".to_string()));
+            return Err(WriteFailure::Transient {
+                detail: "not connected".to_string(),
+                connection_kept: false,
+            });
         };
         write_batch(client, batch).map_err(|error| {
             if is_transient(&error) {
-                WriteFailure::Transient(error.to_string())
+                let sqlstate = error.as_db_error().map(|db_error| db_error.code().code());
+                WriteFailure::Transient {
+                    detail: describe(&error),
+                    connection_kept: keeps_connection(sqlstate) && !client.is_closed(),
+                }
             } else {
                 WriteFailure::Rejected(describe(&error))
             }
         })
+    }
+
+    /// Handles a failed batch write that a retry can fix. A lost connection is dropped
+    /// and reconnected. When the server rejects the statement on a working connection
+    /// (a full disk), the connection is kept and writes back off, so the log gets one
+    /// warning instead of a reconnect and two lines every few hundred milliseconds.
+    fn write_failed(&mut self, detail: String, connection_kept: bool) -> StoreError {
+        let error = StoreError::Unavailable(format!("writing readings: {detail}"));
+        if !connection_kept {
+            self.lost_connection(detail);
+            return error;
+        }
+        self.backoff.failed();
+        self.write_retry_at = self.backoff.next_attempt;
+        self.next_flush = self.next_flush.max(self.write_retry_at);
+        if !self.writes_rejected {
+            log::warn!(
+                "PostgreSQL at {} rejected the readings: {detail}; keeping {} readings and \
+                 failures buffered and retrying with backoff up to {BACKOFF_MAX:?}",
+                self.target(),
+                self.buffer.len()
+            );
+            self.writes_rejected = true;
+        }
+        error
     }
 
     /// Writes a batch that the database rejected, one thermostat at a time, so that
@@ -526,11 +573,10 @@ impl Worker {
                         .unknown_thermostats
                         .extend(outcome.unknown_thermostats);
                 }
-                Err(WriteFailure::Transient(detail)) => {
-                    let error = StoreError::Unavailable(format!("writing readings: {detail}"));
-                    self.lost_connection(detail);
-                    return Err(error);
-                }
+                Err(WriteFailure::Transient {
+                    detail,
+                    connection_kept,
+                }) => return Err(self.write_failed(detail, connection_kept)),
                 Err(WriteFailure::Rejected(detail)) => log::error!(
                     "skipping {} readings and failures of thermostat {id}: rejected by the database: {detail}",
                     part.len()
@@ -541,6 +587,15 @@ impl Worker {
     }
 
     fn record_write(&mut self, outcome: &WriteOutcome, count: usize, started: Instant) {
+        if self.writes_rejected {
+            log::info!(
+                "PostgreSQL at {} stores readings again; {} samples waiting",
+                self.target(),
+                self.buffer.len()
+            );
+            self.writes_rejected = false;
+            self.backoff.succeeded();
+        }
         self.readings_written += outcome.readings_inserted;
         self.failures_written += outcome.failures_inserted;
         self.health

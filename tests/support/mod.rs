@@ -9,7 +9,9 @@
     reason = "each test binary uses a different subset of the helpers"
 )]
 
+pub mod child;
 pub mod daemon;
+pub mod log_capture;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
