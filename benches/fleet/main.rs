@@ -118,6 +118,7 @@ struct RunResult {
     lateness_max_since_start: f64,
     readings: u64,
     wal_bytes: u64,
+    wal_fpi: u64,
     commits: u64,
     batch_writes: u64,
     overlaps: FleetStats,
@@ -270,6 +271,7 @@ struct Snapshot {
     cpu: CpuTicks,
     lateness: Buckets,
     wal_bytes: u64,
+    wal_fpi: u64,
     commits: u64,
     readings: u64,
     batch_writes: u64,
@@ -315,6 +317,7 @@ fn measure_window(
         lateness_max_since_start: metric_value(&text, &format!("{LATENESS}_max")).unwrap_or(0.0),
         readings: end.readings - start.readings,
         wal_bytes: end.wal_bytes - start.wal_bytes,
+        wal_fpi: end.wal_fpi - start.wal_fpi,
         // The two raw_readings counts of the benchmark are transactions too.
         commits: (end.commits - start.commits).saturating_sub(2),
         batch_writes: end.batch_writes - start.batch_writes,
@@ -350,7 +353,8 @@ fn snapshot(
     let admin_row = admin
         .query_one(
             "SELECT (SELECT wal_bytes FROM pg_stat_wal)::int8,
-                    (SELECT xact_commit FROM pg_stat_database WHERE datname = $1)::int8",
+                    (SELECT xact_commit FROM pg_stat_database WHERE datname = $1)::int8,
+                    (SELECT wal_fpi FROM pg_stat_wal)::int8",
             &[&name],
         )
         .map_err(query_error)?;
@@ -363,6 +367,7 @@ fn snapshot(
         lateness,
         wal_bytes: admin_row.get::<_, i64>(0) as u64,
         commits: admin_row.get::<_, i64>(1) as u64,
+        wal_fpi: admin_row.get::<_, i64>(2) as u64,
         readings: readings as u64,
         batch_writes,
     })
@@ -446,9 +451,10 @@ fn print_run(result: &RunResult) {
         result.lateness_max_since_start * 1000.0
     );
     println!(
-        "readings {:.1}/s; WAL {:.0} B/reading; {:.2} commits/s in the database, {:.2} batch writes/s",
+        "readings {:.1}/s; WAL {:.0} B/reading ({} full-page images); {:.2} commits/s in the database, {:.2} batch writes/s",
         result.per_second(result.readings),
         result.wal_bytes as f64 / result.readings.max(1) as f64,
+        result.wal_fpi,
         result.per_second(result.commits),
         result.per_second(result.batch_writes),
     );
