@@ -573,7 +573,7 @@ fn wal_per_reading_stays_small() {
     assert!(per_reading < 1024, "{per_reading} bytes of WAL per reading");
 }
 
-/// `current_state` takes every newer reading and ignores an older one; `last_seen`
+/// `current_state` takes every newer reading and ignores an older one. `last_seen`
 /// moves only once it is a minute behind, which spares a row update per reading.
 #[test]
 fn current_state_and_last_seen_move_forward_only() {

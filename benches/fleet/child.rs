@@ -9,9 +9,9 @@ use thermostat_server::simulator::{Fleet, FleetOptions, Latency};
 
 use crate::measure::{CpuTicks, parse_http_reply, parse_proc_stat};
 
-/// `--simulator-child COUNT fast|realistic`: runs the fleet, prints `ADDRESS UUID` per
-/// device and then `ready`, answers `stats` on standard input with one summary line, and
-/// stops at `stop` or at the end of standard input.
+/// `--simulator-child COUNT fast|realistic`: runs the fleet and prints `ADDRESS UUID`
+/// per device, then `ready`. Prints one summary line for each `stats` line on standard
+/// input, and stops at `stop` or at the end of standard input.
 pub fn simulator(args: &[String]) -> Result<(), String> {
     let count: usize = args
         .first()
@@ -128,13 +128,15 @@ pub fn floor_http(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// `--floor-insert URL ROWS BATCH`: inserts ROWS readings into `raw_readings` in
-/// batches of BATCH rows, one transaction each, then prints `ROWS CPU_TICKS`.
+/// `--floor-insert URL SECONDS BATCH`: inserts readings into `raw_readings` in batches
+/// of BATCH rows, one transaction each, for SECONDS, then prints `ROWS CPU_TICKS`.
 pub fn floor_insert(args: &[String]) -> Result<(), String> {
-    let [url, rows, batch] = args else {
-        return Err("--floor-insert needs URL ROWS BATCH".into());
+    let [url, seconds, batch] = args else {
+        return Err("--floor-insert needs URL SECONDS BATCH".into());
     };
-    let rows: usize = rows.parse().map_err(|_| format!("invalid ROWS {rows}"))?;
+    let seconds: f64 = seconds
+        .parse()
+        .map_err(|_| format!("invalid SECONDS {seconds}"))?;
     let batch: usize = batch
         .parse()
         .map_err(|_| format!("invalid BATCH {batch}"))?;
@@ -165,9 +167,10 @@ pub fn floor_insert(args: &[String]) -> Result<(), String> {
     // Timestamps in 2001, far from the daemon's rows, one second apart per thermostat.
     let origin = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     let before = own_cpu()?;
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut written = 0usize;
-    while written < rows {
-        let size = batch.min(rows - written);
+    while Instant::now() < end {
+        let size = batch;
         let indexes: Vec<usize> = (written..written + size).collect();
         let ts: Vec<SystemTime> = indexes
             .iter()
@@ -219,8 +222,8 @@ fn own_cpu() -> Result<CpuTicks, String> {
     parse_proc_stat(&text).ok_or_else(|| "cannot parse /proc/self/stat".to_string())
 }
 
-/// The smallest HTTP/1.1 GET: one connection, `Connection: close`, read to the end.
-/// Returns the status and the body.
+/// Sends the smallest HTTP/1.1 GET (one connection, `Connection: close`, read to the
+/// end) and returns the status and the body.
 pub fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
         .map_err(|error| format!("cannot connect to {address}: {error}"))?;

@@ -1,7 +1,7 @@
-//! Fleet benchmark: the real daemon (the release `thermostat-server run`) against a
-//! simulated fleet in fast mode and a throwaway PostgreSQL, for several fleet sizes,
-//! side by side with the floor (a bare HTTP GET loop and a bare batched INSERT), then
-//! one run with realistic device latency. Everything listens on 127.0.0.1.
+//! Fleet benchmark. It runs the release daemon (`thermostat-server run`) against a
+//! simulated fleet in fast mode and a throwaway PostgreSQL, for several fleet sizes.
+//! Each size also measures the floor: a bare HTTP GET loop and a bare batched INSERT.
+//! A last run uses realistic device latency. Everything listens on 127.0.0.1.
 //!
 //! Run: `cargo bench --bench fleet -- --sizes 10,100,1000,3000 --seconds 60`.
 //! Options: `--sizes LIST`, `--seconds N` (measured window per size, default 60),
@@ -40,7 +40,7 @@ const LATENESS: &str = "thermostat_poll_lateness_seconds";
 const ON_TIME_SECONDS: f64 = 0.25;
 
 fn main() {
-    // `cargo bench` adds `--bench`; it means nothing here.
+    // `cargo bench` adds `--bench`, which this harness ignores.
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| arg != "--bench")
@@ -104,7 +104,7 @@ impl Options {
     }
 }
 
-/// What one fleet run measured.
+/// Figures of one fleet run.
 #[derive(Debug, Default)]
 struct RunResult {
     size: usize,
@@ -388,12 +388,11 @@ fn floor(
     )?;
     // The daemon writes one batch per second: a fleet's polls of one second.
     let batch = (size as u64 / INTERVAL_SECONDS).max(1);
-    let rows = (batch * 50).max(20_000);
     let insert = run_floor_child(
         &[
             "--floor-insert".into(),
             url.into(),
-            rows.to_string(),
+            options.floor_seconds.to_string(),
             batch.to_string(),
         ],
         "",

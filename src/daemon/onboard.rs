@@ -22,9 +22,9 @@ const DATABASE_RETRY: Duration = Duration::from_secs(2);
 const PROBE_RETRY_FIRST: Duration = Duration::from_secs(10);
 const PROBE_RETRY_MAX: Duration = Duration::from_secs(300);
 
-/// Static addresses identified at once. Each identification in flight holds a
-/// connection and its buffers, and a site of 1,000 units probed all at once left the
-/// heap at its start-up peak for good.
+/// Maximum static addresses identified at once. Each identification in flight keeps a
+/// connection and its buffers, and probing 1,000 units at once left the heap at its
+/// start-up peak for good.
 const MAX_CONCURRENT_PROBES: usize = 64;
 
 /// Starts polling the known thermostats, then onboards the static addresses.

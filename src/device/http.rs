@@ -20,9 +20,9 @@ use super::error::DeviceError;
 /// is under 1 KiB; the bound keeps a broken or hostile device from filling memory.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Size of each read from the socket. Replies are under 1 KiB, and hyper's default
-/// (8 KiB, growing) would cost that much per request in flight; a longer body is still
-/// read whole, one piece at a time.
+/// Size of each read from the socket. Replies are under 1 KiB, so hyper's default
+/// buffer (8 KiB, growing) would waste memory for each request in flight. A longer body
+/// is still read whole, one piece at a time.
 const READ_BUFFER_BYTES: usize = 1024;
 
 /// A complete reply from a device.

@@ -30,8 +30,8 @@ pub(crate) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Maximum samples per transaction; a larger backlog is written in several.
 const MAX_BATCH: usize = 2_000;
 
-/// Longest time between two drains of the sample channel. At the channel's capacity
-/// (8192) this holds thousands of polls per second.
+/// Maximum time between two drains of the sample channel. With the channel's capacity
+/// (8192 samples), this allows thousands of polls per second.
 const MAX_DRAIN_WAIT: Duration = Duration::from_secs(1);
 
 /// Maximum minutes rolled up per transaction.

@@ -328,7 +328,7 @@ fn upsert_current_state(
 }
 
 /// Moves `thermostats.last_seen` forward once it is a minute behind: an update per
-/// reading would cost about 80 WAL bytes each, and `current_state.ts` holds the exact
+/// reading would cost about 80 WAL bytes each, and `current_state.ts` stores the exact
 /// time of the newest reading.
 fn update_last_seen(
     transaction: &mut Transaction<'_>,
