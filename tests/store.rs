@@ -585,3 +585,57 @@ fn wal_per_reading_stays_small() {
     );
     assert!(per_reading < 1024, "{per_reading} bytes of WAL per reading");
 }
+
+/// `current_state` takes every newer reading and ignores an older one. `last_seen`
+/// moves only once it is a minute behind, which spares a row update per reading.
+#[test]
+fn current_state_and_last_seen_move_forward_only() {
+    let url = support::fresh_database_url("state_forward_only");
+    let mut client = support::connect(&url);
+    apply_migrations(&mut client).expect("migrations");
+    client
+        .execute(
+            "INSERT INTO thermostats (thermostat_id, ip_address) VALUES ('aa01', '127.0.0.2')",
+            &[],
+        )
+        .expect("insert thermostat");
+    let mut write = |ts: &str, temp: f64| {
+        let batch = Batch {
+            readings: vec![reading("aa01", ts, temp, Tstate::Idle)],
+            failures: Vec::new(),
+        };
+        write_batch(&mut client, &batch).expect("write batch");
+    };
+    write("2024-05-01T12:00:00Z", 70.0);
+    write("2024-05-01T12:00:30Z", 71.0);
+    write("2024-05-01T11:59:00Z", 60.0);
+
+    let mut client = support::connect(&url);
+    let state = |client: &mut postgres::Client| -> (f64, i64, i64) {
+        let row = client
+            .query_one(
+                "SELECT s.temp, extract(epoch FROM s.ts)::bigint,
+                        extract(epoch FROM t.last_seen)::bigint
+                 FROM current_state s JOIN thermostats t USING (thermostat_id)",
+                &[],
+            )
+            .expect("state row");
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(
+        state(&mut client),
+        (
+            71.0,
+            at("2024-05-01T12:00:30Z").as_second(),
+            at("2024-05-01T12:00:00Z").as_second()
+        )
+    );
+
+    let batch = Batch {
+        readings: vec![reading("aa01", "2024-05-01T12:01:05Z", 72.0, Tstate::Idle)],
+        failures: Vec::new(),
+    };
+    write_batch(&mut client, &batch).expect("write batch");
+    let newest = at("2024-05-01T12:01:05Z").as_second();
+    assert_eq!(state(&mut client), (72.0, newest, newest));
+}

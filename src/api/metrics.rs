@@ -1,5 +1,5 @@
 //! `GET /metrics` in the Prometheus text exposition format (version 0.0.4): polls and
-//! failures per thermostat, the poll duration histogram, store queue depths, buffered and
+//! failures per thermostat, the poll duration and lateness histograms, store queue depths, buffered and
 //! dropped readings, database write time, and build info. Rendering is pure.
 
 use std::fmt::Write;
@@ -9,7 +9,7 @@ use super::reply::{PROMETHEUS_TEXT, Reply};
 use crate::desired::DesiredSnapshot;
 use crate::health::HealthSnapshot;
 use crate::poll::ThermostatStatus;
-use crate::poll::status::{LATENCY_BUCKETS, LatencyHistogram};
+use crate::poll::status::Histogram;
 use crate::thermostat::ThermostatId;
 
 /// Everything one scrape shows.
@@ -20,7 +20,9 @@ pub struct MetricsInput {
     pub now: i64,
     pub health: HealthSnapshot,
     pub statuses: Vec<(ThermostatId, ThermostatStatus)>,
-    pub latency: LatencyHistogram,
+    pub latency: Histogram,
+    /// Time from each poll's grid tick to the start of its request.
+    pub lateness: Histogram,
     /// Readings and failures waiting in the channel to the store thread.
     pub sample_queue: usize,
     /// Requests waiting for the store thread.
@@ -41,6 +43,7 @@ pub fn metrics(state: &ApiState) -> Reply {
         health: state.health.snapshot(),
         statuses: state.status.all(),
         latency: state.status.latency(),
+        lateness: state.status.lateness(),
         sample_queue,
         request_queue,
         public_server: state.public_server.as_ref().map(|link| link.report()),
@@ -81,7 +84,18 @@ pub fn render(input: &MetricsInput) -> String {
     per_thermostat(&mut out, input, PER_THERMOSTAT_POLLS);
     per_thermostat(&mut out, input, PER_THERMOSTAT_FAILURES);
     per_thermostat(&mut out, input, PER_THERMOSTAT_ONLINE);
-    histogram(&mut out, &input.latency);
+    histogram(
+        &mut out,
+        "thermostat_poll_duration_seconds",
+        "Duration of successful polls, request to parsed reply.",
+        &input.latency,
+    );
+    histogram(
+        &mut out,
+        "thermostat_poll_lateness_seconds",
+        "Time from each poll's grid tick to the start of its request.",
+        &input.lateness,
+    );
     desired_state(&mut out, &input.desired);
 
     for (name, kind, help, value) in unlabelled(input) {
@@ -313,26 +327,34 @@ fn desired_state(out: &mut String, desired: &[(ThermostatId, DesiredSnapshot)]) 
     }
 }
 
-fn histogram(out: &mut String, latency: &LatencyHistogram) {
-    let name = "thermostat_poll_duration_seconds";
-    family(
-        out,
-        name,
-        "histogram",
-        "Duration of successful polls, request to parsed reply.",
-    );
+/// Renders `histogram` as the family `name`, followed by the gauge `{name}_max`, the
+/// longest duration recorded.
+fn histogram(out: &mut String, name: &str, help: &str, histogram: &Histogram) {
+    family(out, name, "histogram", help);
     let mut cumulative = 0;
-    for (bound, count) in LATENCY_BUCKETS.iter().zip(latency.buckets) {
+    for (bound, count) in histogram.bounds.iter().zip(&histogram.buckets) {
         cumulative += count;
         sample(out, &format!("{name}_bucket{{le=\"{bound}\"}}"), cumulative);
     }
-    sample(out, &format!("{name}_bucket{{le=\"+Inf\"}}"), latency.count);
+    sample(
+        out,
+        &format!("{name}_bucket{{le=\"+Inf\"}}"),
+        histogram.count,
+    );
     sample(
         out,
         &format!("{name}_sum"),
-        format!("{:.6}", latency.sum_seconds),
+        format!("{:.6}", histogram.sum_seconds),
     );
-    sample(out, &format!("{name}_count"), latency.count);
+    sample(out, &format!("{name}_count"), histogram.count);
+    let max = format!("{name}_max");
+    family(
+        out,
+        &max,
+        "gauge",
+        "The longest duration recorded since start.",
+    );
+    sample(out, &max, format!("{:.6}", histogram.max_seconds));
 }
 
 /// Escapes a label value: backslash, double quote and newline.
@@ -346,12 +368,16 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::poll::status::{LATENCY_BUCKETS, LATENESS_BUCKETS};
     use std::time::Duration;
 
     fn input() -> MetricsInput {
-        let mut latency = LatencyHistogram::default();
+        let mut latency = Histogram::new(&LATENCY_BUCKETS);
         latency.record(Duration::from_millis(80));
         latency.record(Duration::from_millis(2400));
+        let mut lateness = Histogram::new(&LATENESS_BUCKETS);
+        lateness.record(Duration::from_micros(700));
+        lateness.record(Duration::from_millis(30));
         let status = ThermostatStatus {
             online: true,
             polls: 12,
@@ -377,6 +403,7 @@ mod tests {
             },
             statuses: vec![(id.clone(), status)],
             latency,
+            lateness,
             sample_queue: 0,
             request_queue: 0,
             public_server: Some(crate::sync::LinkReport {
@@ -484,6 +511,28 @@ mod tests {
             )
             .as_deref(),
             Some("2")
+        );
+    }
+
+    #[test]
+    fn lateness_histogram_and_max_exported() {
+        let text = render(&input());
+        let bucket = |bound: &str| {
+            value_of(
+                &text,
+                &format!("thermostat_poll_lateness_seconds_bucket{{le=\"{bound}\"}}"),
+            )
+        };
+        assert_eq!(bucket("0.001").as_deref(), Some("1"));
+        assert_eq!(bucket("0.02").as_deref(), Some("1"));
+        assert_eq!(bucket("0.05").as_deref(), Some("2"));
+        assert_eq!(
+            value_of(&text, "thermostat_poll_lateness_seconds_max").as_deref(),
+            Some("0.030000")
+        );
+        assert_eq!(
+            value_of(&text, "thermostat_poll_duration_seconds_max").as_deref(),
+            Some("2.400000")
         );
     }
 

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_lock::Semaphore;
+
 use super::discover::apply_defaults;
 use crate::control::SettingsChange;
 use crate::device::{DeviceIdentity, DeviceLink, LinkOptions};
@@ -19,6 +21,11 @@ const DATABASE_RETRY: Duration = Duration::from_secs(2);
 /// First and maximum wait between probes of a static address that does not reply.
 const PROBE_RETRY_FIRST: Duration = Duration::from_secs(10);
 const PROBE_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Maximum static addresses identified at once. Each identification in flight keeps a
+/// connection and its buffers, and probing 1,000 units at once left the heap at its
+/// start-up peak for good.
+const MAX_CONCURRENT_PROBES: usize = 64;
 
 /// Starts polling the known thermostats, then onboards the static addresses.
 pub async fn start_polling(
@@ -38,12 +45,14 @@ pub async fn start_polling(
         registry.ensure_polling(&record.id, record.address, None);
     }
 
+    let probes = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
     for address in addresses {
         if registry.id_at(address).is_some() {
             continue;
         }
         let task = onboard_address(
             address,
+            probes.clone(),
             store.clone(),
             registry.clone(),
             link_options,
@@ -99,6 +108,7 @@ async fn load_known(store: &StoreHandle, shutdown: &Shutdown) -> Option<Vec<Ther
 /// Probes `address` until a thermostat replies, then registers and polls it.
 async fn onboard_address(
     address: DeviceAddress,
+    probes: Arc<Semaphore>,
     store: StoreHandle,
     registry: Arc<Registry>,
     link_options: LinkOptions,
@@ -111,7 +121,11 @@ async fn onboard_address(
 
     loop {
         attempts += 1;
-        match shutdown.or_stop(link.identify()).await {
+        let identify = async {
+            let _permit = probes.acquire().await;
+            link.identify().await
+        };
+        match shutdown.or_stop(identify).await {
             Some(Ok(identity)) => {
                 let record = static_record(address, identity);
                 match store.upsert_thermostat(record).await {

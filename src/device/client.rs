@@ -159,7 +159,10 @@ impl DeviceLink {
         }
 
         let address = self.address().socket_addr();
-        let result = exchange(address, method, path, body, self.options.request_timeout).await;
+        // Boxed: hyper's connection state is several KiB, and inline it would make every
+        // poll task that many bytes bigger for its whole life, not only during a request.
+        let exchange = exchange(address, method, path, body, self.options.request_timeout);
+        let result = Box::pin(exchange).await;
         *last = Some(LastRequest {
             end: Instant::now(),
             program,

@@ -20,6 +20,11 @@ use super::error::DeviceError;
 /// is under 1 KiB; the bound keeps a broken or hostile device from filling memory.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Size of each read from the socket. Replies are under 1 KiB, so hyper's default
+/// buffer (8 KiB, growing) would waste memory for each request in flight. A longer body
+/// is still read whole, one piece at a time.
+const READ_BUFFER_BYTES: usize = 1024;
+
 /// A complete reply from a device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpReply {
@@ -55,7 +60,9 @@ async fn exchange_without_deadline(
         .map_err(|error| DeviceError::Connect(error.to_string()))?;
     let io = smol_hyper::rt::FuturesIo::new(stream);
 
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .read_buf_exact_size(Some(READ_BUFFER_BYTES))
+        .handshake(io)
         .await
         .map_err(|error| DeviceError::Protocol(error.to_string()))?;
 

@@ -1,6 +1,6 @@
 //! The latest polling status of each thermostat (online, failures in a row, last
-//! success, last error) and a histogram of poll durations, written by the poll tasks and
-//! read by the API and tests.
+//! success, last error) and histograms of poll durations and poll lateness, written by
+//! the poll tasks and read by the API and tests.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,34 +31,68 @@ pub struct ThermostatStatus {
 /// to `/tstat` in about 2.5 s, and one CT80 firmware takes 16 s.
 pub const LATENCY_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
 
-/// Durations of successful polls, request sent to reply parsed, over all thermostats.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LatencyHistogram {
-    /// Polls at or under each bound of [`LATENCY_BUCKETS`], not cumulative.
-    pub buckets: [u64; LATENCY_BUCKETS.len()],
-    /// Polls above the last bound.
+/// Upper bounds, in seconds, of the poll lateness histogram's buckets. A poll is late by
+/// the time from its grid tick to the start of its request: timer and executor delay.
+pub const LATENESS_BUCKETS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Durations in buckets, over all thermostats: the duration of successful polls
+/// (request sent to reply parsed) or the lateness of every poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds of the buckets, in seconds, ascending.
+    pub bounds: &'static [f64],
+    /// Durations at or under each bound, not cumulative.
+    pub buckets: Vec<u64>,
+    /// Durations above the last bound.
     pub over: u64,
     pub count: u64,
     pub sum_seconds: f64,
+    /// The longest duration recorded.
+    pub max_seconds: f64,
 }
 
-impl LatencyHistogram {
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: vec![0; bounds.len()],
+            over: 0,
+            count: 0,
+            sum_seconds: 0.0,
+            max_seconds: 0.0,
+        }
+    }
+
     pub fn record(&mut self, duration: Duration) {
         let seconds = duration.as_secs_f64();
-        match LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+        match self.bounds.iter().position(|bound| seconds <= *bound) {
             Some(index) => self.buckets[index] += 1,
             None => self.over += 1,
         }
         self.count += 1;
         self.sum_seconds += seconds;
+        self.max_seconds = self.max_seconds.max(seconds);
     }
 }
 
 /// Status of every polled thermostat.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StatusBoard {
     statuses: Mutex<HashMap<ThermostatId, ThermostatStatus>>,
-    latency: Mutex<LatencyHistogram>,
+    latency: Mutex<Histogram>,
+    lateness: Mutex<Histogram>,
+}
+
+impl Default for StatusBoard {
+    fn default() -> Self {
+        Self {
+            statuses: Mutex::default(),
+            latency: Mutex::new(Histogram::new(&LATENCY_BUCKETS)),
+            lateness: Mutex::new(Histogram::new(&LATENESS_BUCKETS)),
+        }
+    }
 }
 
 impl StatusBoard {
@@ -83,18 +117,22 @@ impl StatusBoard {
     }
 
     /// Returns a copy of the poll duration histogram.
-    pub fn latency(&self) -> LatencyHistogram {
-        self.latency
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    pub fn latency(&self) -> Histogram {
+        lock_histogram(&self.latency).clone()
+    }
+
+    /// Returns a copy of the poll lateness histogram.
+    pub fn lateness(&self) -> Histogram {
+        lock_histogram(&self.lateness).clone()
     }
 
     pub(crate) fn record_latency(&self, duration: Duration) {
-        self.latency
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .record(duration);
+        lock_histogram(&self.latency).record(duration);
+    }
+
+    /// Records how long after its grid tick a poll started.
+    pub(crate) fn record_lateness(&self, lateness: Duration) {
+        lock_histogram(&self.lateness).record(lateness);
     }
 
     /// Records `state` as read from `id` at `at`, unless a newer state is recorded.
@@ -128,13 +166,19 @@ impl StatusBoard {
     }
 }
 
+fn lock_histogram(histogram: &Mutex<Histogram>) -> std::sync::MutexGuard<'_, Histogram> {
+    histogram
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn latency_lands_in_first_fitting_bucket() {
-        let mut histogram = LatencyHistogram::default();
+        let mut histogram = Histogram::new(&LATENCY_BUCKETS);
         histogram.record(Duration::from_millis(2500));
         histogram.record(Duration::from_secs(16));
         histogram.record(Duration::from_secs(45));
@@ -142,5 +186,18 @@ mod tests {
         assert_eq!(histogram.buckets[8], 1);
         assert_eq!(histogram.over, 1);
         assert_eq!(histogram.count, 3);
+        assert_eq!(histogram.max_seconds, 45.0);
+    }
+
+    #[test]
+    fn board_records_lateness_apart_from_latency() {
+        let board = StatusBoard::new();
+        board.record_lateness(Duration::from_micros(1500));
+        board.record_lateness(Duration::from_millis(300));
+        let lateness = board.lateness();
+        assert_eq!(lateness.buckets[1], 1, "1.5 ms lands under 2 ms");
+        assert_eq!(lateness.buckets[8], 1, "300 ms lands under 500 ms");
+        assert_eq!(lateness.max_seconds, 0.3);
+        assert_eq!(board.latency().count, 0);
     }
 }

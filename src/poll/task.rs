@@ -95,6 +95,7 @@ pub async fn poll_with_controller(
             ),
         };
         let transition = poller.schedule.record(started, Instant::now(), outcome);
+        poller.context.status.record_lateness(transition.lateness);
         let now = poller.context.clock.now().as_second();
         poller.context.health.record_poll_heartbeat(now);
         poller.publish_status(outcome, transition, error_text);

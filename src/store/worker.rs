@@ -33,6 +33,10 @@ pub(crate) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Maximum samples per transaction; a larger backlog is written in several.
 const MAX_BATCH: usize = 2_000;
 
+/// Maximum time between two drains of the sample channel. With the channel's capacity
+/// (8192 samples), this allows thousands of polls per second.
+const MAX_DRAIN_WAIT: Duration = Duration::from_secs(1);
+
 /// Maximum minutes rolled up per transaction.
 const ROLLUP_CHUNK_MINUTES: usize = 60;
 
@@ -55,7 +59,6 @@ enum WriteFailure {
 }
 
 enum Wake {
-    Sample(Sample),
     Request(Request),
     Timeout,
     Closed,
@@ -160,7 +163,6 @@ impl Worker {
         self.ensure_connected();
         loop {
             match self.wait() {
-                Wake::Sample(sample) => self.push(sample),
                 Wake::Request(Request::Stop { deadline, reply }) => {
                     let report = self.stop(deadline);
                     let _ = reply.send(report);
@@ -190,9 +192,15 @@ impl Worker {
         }
     }
 
-    /// Blocks until a sample or request arrives or the next timed step is due.
+    /// Blocks until a request arrives or the next timed step is due. Samples are not
+    /// waited for one by one: the loop drains the channel at every wake, at least every
+    /// `MAX_DRAIN_WAIT`, because a wake per sample cost a timer and a thread switch per
+    /// poll.
     fn wait(&self) -> Wake {
-        let mut wake_at = self.next_flush;
+        if self.samples.is_closed() {
+            return Wake::Closed;
+        }
+        let mut wake_at = self.next_flush.min(Instant::now() + MAX_DRAIN_WAIT);
         if self.client.is_none() {
             wake_at = wake_at.min(self.backoff.next_attempt);
         }
@@ -206,7 +214,6 @@ impl Worker {
         }
 
         future::block_on(async {
-            let sample = async { self.samples.recv().await.map_or(Wake::Closed, Wake::Sample) };
             let request = async {
                 self.requests
                     .recv()
@@ -217,8 +224,7 @@ impl Worker {
                 async_io::Timer::at(wake_at).await;
                 Wake::Timeout
             };
-            // Requests first, so that a flood of samples cannot starve them.
-            future::or(request, future::or(sample, timer)).await
+            future::or(request, timer).await
         })
     }
 
@@ -478,9 +484,15 @@ impl Worker {
             )));
         }
 
+        // Only what was buffered when the flush began: samples that arrive during the
+        // writes wait for the next flush, so readings cost one commit per flush interval
+        // and a backlog one per full batch.
         let mut report = FlushReport::default();
-        while !self.buffer.is_empty() {
+        let mut unwritten = self.buffer.len();
+        while unwritten > 0 && !self.buffer.is_empty() {
+            let before = self.buffer.len();
             let (readings, failures) = self.write_next_batch()?;
+            unwritten = unwritten.saturating_sub(before - self.buffer.len());
             report.readings_written += readings;
             report.failures_written += failures;
             self.drain();
