@@ -553,12 +553,7 @@ fn wal_per_reading_stays_small() {
     let ids: Vec<String> = (0..10).map(|n| format!("5cdad4a0a0{n:02}")).collect();
     let mut batch = Batch::default();
     for uuid in &ids {
-        client
-            .execute(
-                "INSERT INTO thermostats (thermostat_id, ip_address) VALUES ($1, '127.0.0.2')",
-                &[uuid],
-            )
-            .expect("insert thermostat");
+        insert_thermostat(&mut client, uuid);
         for n in 0..100 {
             let ts = format!("2024-05-01T12:{:02}:{:02}Z", n * 5 / 60, n * 5 % 60);
             batch.readings.push(reading(uuid, &ts, 70.0, Tstate::Idle));
@@ -566,24 +561,73 @@ fn wal_per_reading_stays_small() {
     }
     client.batch_execute("CHECKPOINT").expect("checkpoint");
 
-    let before: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .expect("lsn")
-        .get(0);
-    write_batch(&mut client, &batch).expect("write batch");
-    let bytes: i64 = client
-        .query_one(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
-            &[&before],
-        )
-        .expect("lsn diff")
-        .get(0);
+    let bytes = wal_bytes_of(&mut client, &batch);
 
     let per_reading = bytes / 1000;
     eprintln!(
         "WAL for 1,000 readings in one batch: {bytes} bytes, {per_reading} bytes per reading"
     );
     assert!(per_reading < 1024, "{per_reading} bytes of WAL per reading");
+}
+
+/// Measures WAL bytes per reading in the daemon's steady state at 1,000 thermostats:
+/// one reading of each per flush, after a first flush has created their rows. The
+/// bound is 400 bytes; the test asks for 350 because a foreign key from `raw_readings`
+/// to `thermostats` would lock each thermostat's row once per flush and add about 54
+/// bytes per reading (376 in all).
+#[test]
+fn wal_per_reading_across_a_large_fleet() {
+    let cluster = thermostat_server::pgtemp::TempPostgres::start().expect("durable cluster");
+    let url = cluster
+        .create_database("wal_fleet")
+        .expect("create database");
+    let mut client = support::connect(&url);
+    apply_migrations(&mut client).expect("migrations");
+    let ids: Vec<String> = (0..1000).map(|n| format!("5cdad4b0{n:04}")).collect();
+    for uuid in &ids {
+        insert_thermostat(&mut client, uuid);
+    }
+    let flush_at = |ts: &str| Batch {
+        readings: ids
+            .iter()
+            .map(|uuid| reading(uuid, ts, 70.0, Tstate::Idle))
+            .collect(),
+        failures: Vec::new(),
+    };
+    client.batch_execute("CHECKPOINT").expect("checkpoint");
+    write_batch(&mut client, &flush_at("2024-05-01T12:00:00Z")).expect("first flush");
+    write_batch(&mut client, &flush_at("2024-05-01T12:00:05Z")).expect("second flush");
+
+    let bytes = wal_bytes_of(&mut client, &flush_at("2024-05-01T12:00:10Z"));
+
+    let per_reading = bytes / 1000;
+    eprintln!("WAL for one flush of 1,000 thermostats: {bytes} bytes, {per_reading} per reading");
+    assert!(per_reading < 350, "{per_reading} bytes of WAL per reading");
+}
+
+fn insert_thermostat(client: &mut postgres::Client, uuid: &str) {
+    client
+        .execute(
+            "INSERT INTO thermostats (thermostat_id, ip_address) VALUES ($1, '127.0.0.2')",
+            &[&uuid],
+        )
+        .expect("insert thermostat");
+}
+
+/// Writes `batch` and returns the WAL bytes that took.
+fn wal_bytes_of(client: &mut postgres::Client, batch: &Batch) -> i64 {
+    let before: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .expect("lsn")
+        .get(0);
+    write_batch(client, batch).expect("write batch");
+    client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
+            &[&before],
+        )
+        .expect("lsn diff")
+        .get(0)
 }
 
 /// `current_state` takes every newer reading and ignores an older one. `last_seen`

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "desired_state",
         sql: include_str!("../../sql/003_desired_state.sql"),
     },
+    Migration {
+        version: 4,
+        name: "lean_raw_readings",
+        sql: include_str!("../../sql/004_lean_raw_readings.sql"),
+    },
 ];
 
 /// Advisory lock key for migrations: the ASCII bytes of "tstatmig".
