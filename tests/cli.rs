@@ -780,6 +780,42 @@ fn commands_use_running_daemon() {
 }
 
 #[test]
+fn silent_api_blocks_direct_requests() {
+    // Something on api.listen accepts connections and never responds, as a daemon
+    // whose workers are all stuck would. Going around it could overlap its polls.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let api = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let url = support::fresh_database_url("cli_silent_api");
+    let fleet = fleet(1, simulator::ModelProfile::Ct50);
+    register(&url, fleet.devices());
+    let device = &fleet.devices()[0];
+    device.handle().reset_stats();
+    let config = write_config(&scratch("silent-api"), &url, api);
+
+    let output = cli(&[
+        "tstat",
+        "status",
+        device.uuid(),
+        "--config",
+        config.to_str().expect("path"),
+    ]);
+
+    expect_status(&output, 1);
+    assert!(
+        stderr(&output).contains("did not respond"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(device.handle().stats().total_requests, 0);
+}
+
+#[test]
 fn rejecting_api_blocks_direct_requests() {
     // Something on api.listen returns 403 to every request, as the daemon does for a
     // Host it does not serve. Going around it could overlap the daemon's polls.

@@ -21,8 +21,11 @@ use crate::discovery::setup::{ClockOutcome, sync_clock};
 use crate::reading::ThermostatState;
 use crate::thermostat::ThermostatRecord;
 
-/// Maximum wait for the daemon's API to respond to the first probe.
+/// Maximum wait to connect to the daemon's API and to send a request to it.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Maximum wait for the daemon's response to the first probe. Its API workers may all
+/// be busy with slow thermostats for a few seconds.
+const PROBE_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Maximum size of an API response read, in bytes.
 const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
@@ -76,8 +79,10 @@ pub struct SetOutcome {
 /// A failed request to the daemon's API.
 #[derive(Debug, Clone, PartialEq)]
 enum CallError {
-    /// No connection, or no complete response before the deadline.
+    /// Nothing accepted the connection.
     Unreachable(String),
+    /// The connection was accepted, but no complete response came before the deadline.
+    Silent(String),
     /// The API responded with a status other than 2xx.
     Rejected(String),
 }
@@ -85,7 +90,9 @@ enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Unreachable(message) | Self::Rejected(message) => f.write_str(message),
+            Self::Unreachable(message) | Self::Silent(message) | Self::Rejected(message) => {
+                f.write_str(message)
+            }
         }
     }
 }
@@ -110,11 +117,8 @@ pub enum Reach {
 impl Reach {
     /// Chooses the daemon when its API returns this program's `GET /api/system/info`,
     /// and direct requests when nothing accepts the connection. Anything else on that
-    /// address is an error, because direct requests beside a running daemon would give
-    /// a thermostat two requests at once.
-    ///
-    /// NOTE: a daemon too busy to respond within 2 s counts as absent, so its polls and
-    /// this command's requests may then overlap.
+    /// address is an error, a silent listener included, because direct requests beside
+    /// a running daemon would give a thermostat two requests at once.
     pub fn detect(config: &Config) -> Result<Self, String> {
         let address = api_address(config.api.listen);
         let token = config
@@ -129,7 +133,7 @@ impl Reach {
                 .max(config.polling.link_options().both_programs_time())
                 + Duration::from_secs(15),
         };
-        match daemon.call("GET", "/api/system/info", None, PROBE_TIMEOUT) {
+        match daemon.call("GET", "/api/system/info", None, PROBE_ANSWER_TIMEOUT) {
             Ok(info) if info["name"] == env!("CARGO_PKG_NAME") => Ok(daemon),
             Ok(_) => Err(format!(
                 "{address} (api.listen) is served by another program than thermostat-server; \
@@ -276,8 +280,24 @@ impl Reach {
         let Self::Daemon { address, token, .. } = self else {
             return Err(CallError::Unreachable("no daemon in use".to_string()));
         };
-        let (status, text) = exchange(*address, token.as_deref(), method, path, body, timeout)
+        let stream = TcpStream::connect_timeout(address, PROBE_TIMEOUT)
             .map_err(|error| CallError::Unreachable(format!("local API at {address}: {error}")))?;
+        let (status, text) = exchange(
+            stream,
+            *address,
+            token.as_deref(),
+            method,
+            path,
+            body,
+            timeout,
+        )
+        .map_err(|error| {
+            CallError::Silent(format!(
+                "the local API at {address} accepted the connection but did not respond \
+                     within {} s: {error}",
+                timeout.as_secs()
+            ))
+        })?;
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
             return Ok(json);
@@ -308,6 +328,7 @@ fn link(target: &ThermostatRecord, options: LinkOptions) -> DeviceLink {
 
 /// One HTTP/1.1 request with `Connection: close`; returns the status and body.
 fn exchange(
+    mut stream: TcpStream,
     address: SocketAddr,
     token: Option<&str>,
     method: &str,
@@ -316,7 +337,6 @@ fn exchange(
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
     let payload = body.map(Value::to_string).unwrap_or_default();
-    let mut stream = TcpStream::connect_timeout(&address, PROBE_TIMEOUT)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
 

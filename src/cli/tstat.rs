@@ -40,8 +40,10 @@ Commands:
 
 ID is the thermostat's uuid as `tstat list` shows it. Requests go through the running
 daemon's local API when it accepts connections (api.listen, with THERMOSTAT_API_TOKEN
-when set), so a thermostat never gets two requests at once. Otherwise this command
-talks to the thermostat itself. Run `tstat COMMAND --help` for each command's options.";
+when set), so a thermostat never gets two requests at once. When nothing listens
+there, this command talks to the thermostat itself; when something listens but
+rejects the request or does not respond within 10 s, it stops with exit status 1.
+Run `tstat COMMAND --help` for each command's options.";
 
 const LIST: Spec = Spec {
     name: "tstat list",
