@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::change::{ChangeType, StateChange, detect_change, merge_known};
+use super::failure_log::FailureLog;
 use super::schedule::{Outcome, PollSchedule, ScheduleOptions, Transition};
 use super::status::StatusBoard;
 use crate::clock::Clock;
@@ -50,6 +51,7 @@ pub async fn poll_thermostat(
         schedule: PollSchedule::new(context.schedule, first_due),
         baseline: None,
         warned_fields: HashSet::new(),
+        failure_log: FailureLog::default(),
         context,
     };
 
@@ -89,6 +91,8 @@ struct Poller {
     /// Fields already reported at warn level, so a unit that always sends one bad field
     /// does not fill the log.
     warned_fields: HashSet<&'static str>,
+    /// The failure kind last logged at info level.
+    failure_log: FailureLog,
     context: Arc<PollContext>,
 }
 
@@ -132,7 +136,7 @@ impl Poller {
 
     fn handle_failure(&mut self, link: &DeviceLink, error: &DeviceError) -> Outcome {
         let failures = self.schedule.consecutive_failures() + 1;
-        let level = if failures == 1 {
+        let level = if self.failure_log.on_failure(error.kind()) {
             log::Level::Info
         } else {
             log::Level::Debug
@@ -223,7 +227,7 @@ impl Poller {
         }
     }
 
-    fn log_transition(&self, link: &DeviceLink, transition: Transition) {
+    fn log_transition(&mut self, link: &DeviceLink, transition: Transition) {
         if transition.went_offline {
             log::warn!(
                 "thermostat {} at {}: offline after {} failed polls in a row; retrying every {} s",
@@ -234,6 +238,7 @@ impl Poller {
             );
         }
         if transition.came_online {
+            self.failure_log.on_back_online();
             log::info!("thermostat {} at {}: back online", self.id, link.address());
         }
         if transition.skipped_ticks > 0 {
