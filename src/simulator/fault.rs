@@ -267,6 +267,9 @@ pub fn truncate_body(body: &str, rng: &mut fastrand::Rng) -> String {
 pub enum HostileSend {
     /// Write these bytes, then close.
     Bytes(Vec<u8>),
+    /// Write `head`, then `padding` spaces, a chunk at a time so the simulator does
+    /// not hold the whole body.
+    Padded { head: Vec<u8>, padding: usize },
     /// Write these bytes one at a time, `gap` apart.
     Drip { bytes: Vec<u8>, gap: Duration },
     /// Close with a reset and send nothing.
@@ -287,12 +290,10 @@ pub fn hostile_reply(kind: &Hostile, tstat: &str) -> HostileSend {
             bytes: super::http::response(200, "application/json", tstat),
             gap: *gap,
         },
-        Hostile::HugeBody(length) => {
-            let mut bytes = head(*length);
-            bytes.reserve(*length);
-            bytes.extend(std::iter::repeat_n(b' ', *length));
-            HostileSend::Bytes(bytes)
-        }
+        Hostile::HugeBody(length) => HostileSend::Padded {
+            head: head(*length),
+            padding: *length,
+        },
         Hostile::InvalidUtf8 => {
             let body = b"{\"temp\":7\xff\xfe.5,\"tmode\":\xc3\x28}";
             let mut bytes = head(body.len());
@@ -406,12 +407,14 @@ mod tests {
     #[test]
     fn hostile_replies_are_built_as_named() {
         let tstat = r#"{"temp":70.0}"#;
-        let HostileSend::Bytes(huge) = hostile_reply(&Hostile::HugeBody(1000), tstat) else {
-            panic!("a huge body is sent at once");
+        let HostileSend::Padded { head, padding } = hostile_reply(&Hostile::HugeBody(1000), tstat)
+        else {
+            panic!("a huge body is padded");
         };
-        let text = String::from_utf8(huge).expect("ASCII");
+        let text = String::from_utf8(head).expect("ASCII");
         assert!(text.contains("Content-Length: 1000\r\n"));
-        assert!(text.ends_with(&" ".repeat(1000)));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert_eq!(padding, 1000);
 
         let HostileSend::Bytes(invalid) = hostile_reply(&Hostile::InvalidUtf8, tstat) else {
             panic!("invalid UTF-8 is sent at once");

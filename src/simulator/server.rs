@@ -178,11 +178,30 @@ async fn serve_connection(device: &DeviceShared, connection: Connection, read_ti
             Timer::after(delay).await;
             match kind {
                 HostileSend::Bytes(bytes) => send(&mut stream, &bytes).await,
+                HostileSend::Padded { head, padding } => pad(&mut stream, &head, padding).await,
                 HostileSend::Drip { bytes, gap } => drip(&mut stream, &bytes, gap).await,
                 HostileSend::Reset => reset_now(stream),
             }
             device.connection_closed(Some(span(Instant::now())));
         }
+    }
+}
+
+/// Writes `head` and then `padding` spaces, until done or the client leaves.
+async fn pad(stream: &mut Async<TcpStream>, head: &[u8], padding: usize) {
+    const CHUNK: [u8; 16 * 1024] = [b' '; 16 * 1024];
+    let written = async {
+        stream.write_all(head).await?;
+        let mut left = padding;
+        while left > 0 {
+            let now = left.min(CHUNK.len());
+            stream.write_all(&CHUNK[..now]).await?;
+            left -= now;
+        }
+        stream.get_ref().shutdown(Shutdown::Write)
+    };
+    if let Err(error) = written.await {
+        log::debug!("simulated thermostat: the padded reply stopped: {error}");
     }
 }
 
