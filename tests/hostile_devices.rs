@@ -125,7 +125,7 @@ fn flood(target: SocketAddr, stop: &AtomicBool, limit: u64, sent: &AtomicU64) {
         message.push_str("\r\n");
         // A full socket buffer on the daemon's side drops datagrams, as a flood does.
         let _ = socket.send_to(message.as_bytes(), target);
-        if sent.fetch_add(1, Ordering::Relaxed) % 200 == 0 {
+        if sent.fetch_add(1, Ordering::Relaxed).is_multiple_of(200) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
