@@ -6,11 +6,12 @@
 mod support;
 
 use support::daemon::RunningDaemon;
+use support::log_capture::{self, lines_containing};
 
 #[path = "support/fake_cloud.rs"]
 mod fake_cloud;
 
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -23,58 +24,16 @@ use thermostat_server::thermostat::DeviceAddress;
 const SITE: &str = "test_site";
 const TOKEN: &str = "site-token-for-hostile-tests-42";
 
-static LOG_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct CaptureLog;
-
-impl log::Log for CaptureLog {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Info
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let line = format!("{} {}: {}", record.level(), record.target(), record.args());
-        LOG_LINES
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(line);
-    }
-
-    fn flush(&self) {}
-}
-
-static CAPTURE: CaptureLog = CaptureLog;
-
-/// Installs the capture and holds the returned guard for the whole test: the tests of
-/// this file run one at a time, so every captured line belongs to the running one.
+/// Installs the log capture and holds the returned guard for the whole test. The tests
+/// of this file run one at a time, so every captured line belongs to the running one.
 fn exclusive_log() -> MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    static INSTALL: Once = Once::new();
     let guard = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    INSTALL.call_once(|| {
-        let _ = log::set_logger(&CAPTURE);
-        log::set_max_level(log::LevelFilter::Info);
-    });
-    LOG_LINES
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clear();
+    log_capture::install(log::LevelFilter::Info);
+    log_capture::clear();
     guard
-}
-
-fn lines_containing(text: &str) -> Vec<String> {
-    LOG_LINES
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-        .filter(|line| line.contains(text))
-        .cloned()
-        .collect()
 }
 
 fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {

@@ -7,53 +7,17 @@
 mod support;
 
 use support::daemon::{RunningDaemon, connect, wait_for};
+use support::log_capture;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use thermostat_server::config::Config;
 use thermostat_server::discovery::Method;
 use thermostat_server::simulator::{Fault, Fleet, FleetOptions, Hostile};
 use thermostat_server::thermostat::DeviceAddress;
-
-// ---------------------------------------------------------------------------------------
-// Captured log
-
-static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct CaptureLogger;
-
-impl log::Log for CaptureLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {} {}", record.level(), record.target(), record.args());
-        CAPTURED
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(line);
-    }
-
-    fn flush(&self) {}
-}
-
-static LOGGER: CaptureLogger = CaptureLogger;
-
-fn capture_log() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&LOGGER).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Debug);
-    });
-}
-
-fn captured_lines() -> Vec<String> {
-    CAPTURED.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -165,7 +129,7 @@ fn tstat_reads(fleet: &Fleet, index: usize) -> u64 {
 
 #[test]
 fn hostile_devices_and_notify_flood_leave_healthy_polling_alone() {
-    capture_log();
+    log_capture::install(log::LevelFilter::Debug);
     let url = support::fresh_database_url("hostile_devices");
     let hostile = hostile_faults();
     let faults = hostile
@@ -244,7 +208,7 @@ fn hostile_devices_and_notify_flood_leave_healthy_polling_alone() {
         "RSS grew by {growth} KiB (from {rss_before} to {rss_after}) under hostile input"
     );
 
-    let lines = captured_lines();
+    let lines = log_capture::lines_containing("");
     let poll_failures = |uuid: &str| -> Vec<&String> {
         lines
             .iter()

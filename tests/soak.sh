@@ -52,7 +52,7 @@ as_pg "$pg_bin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
     -o "-p $pg_port -k $work -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
 "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U thermostat thermostat
 
-# The hostile and flaky units come first; the rest answer normally.
+# The hostile and flaky units come first, and the rest behave like real units.
 faults=(0:hang 1:drip=1000 2:huge-body=10000000 3:invalid-utf8 4:http09 5:reset
     6:flaky=0.1/0.1 7:neg1=0.3 8:truncated=0.2 9:slow=3000 10:refuse-concurrent)
 fault_args=()

@@ -169,6 +169,6 @@ pub async fn identify_all(
     found
 }
 
-/// Identification failures of one run logged at info level; the rest go to debug and a
-/// count, so a flood of false announcements cannot fill the log.
+/// Identification failures of one run logged at info level. The rest go to debug level
+/// and a count, so a flood of false announcements cannot fill the log.
 const IDENTIFY_FAILURES_LOGGED: usize = 10;

@@ -223,9 +223,10 @@ mod tests {
         }
         let wait = gate.next_read(start).expect("the burst is spent");
         let per_datagram = Duration::from_secs(1) / MAX_DATAGRAMS_PER_SECOND;
-        assert!(wait > start && wait <= start + per_datagram + Duration::from_micros(1));
+        assert!(wait > start);
+        assert!(wait <= start + per_datagram + Duration::from_micros(1));
 
-        // One second later the bucket holds one second of datagrams, no more.
+        // One second later the bucket contains one second of datagrams, no more.
         let later = start + Duration::from_secs(1);
         let mut read = 0;
         while gate.next_read(later).is_none() {

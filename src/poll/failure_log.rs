@@ -1,6 +1,6 @@
-//! Which poll failures reach the log at info level: each kind of failure once per spell,
-//! so a unit that fails the same way on every poll (a hung, hostile or broken device)
-//! leaves one line with its uuid, not one per poll.
+//! The choice of which poll failures reach the log at info level. Each kind of failure is
+//! logged once per spell, so a unit that fails the same way on every poll (a hung,
+//! hostile or broken device) leaves one line with its uuid, not one per poll.
 
 /// Remembers the failure kind last logged for one thermostat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,7 +19,8 @@ impl FailureLog {
         true
     }
 
-    /// The thermostat is back online: its next failure is news again.
+    /// Forgets the last failure because the thermostat is back online, so its next
+    /// failure is news again.
     pub fn on_back_online(&mut self) {
         self.announced = None;
     }
@@ -30,7 +31,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_kind_is_logged_once() {
+    fn failure_log_same_kind_once() {
         let mut log = FailureLog::default();
         assert!(log.on_failure("timeout"));
         for _ in 0..100 {
@@ -39,7 +40,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_kind_is_logged() {
+    fn failure_log_new_kind_logged() {
         let mut log = FailureLog::default();
         assert!(log.on_failure("timeout"));
         assert!(log.on_failure("body_too_large"));
@@ -48,7 +49,7 @@ mod tests {
     }
 
     #[test]
-    fn recovery_makes_the_next_failure_news() {
+    fn failure_log_recovery_resets() {
         let mut log = FailureLog::default();
         assert!(log.on_failure("protocol"));
         assert!(!log.on_failure("protocol"));

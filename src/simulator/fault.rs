@@ -46,12 +46,12 @@ pub enum Fault {
         hang_probability: f64,
         negative_one_probability: f64,
     },
-    /// Answers every `GET /tstat` in a way no real unit should, to test the client's
-    /// limits. Identity requests are answered, so the unit can be registered first.
+    /// Replies to every `GET /tstat` in a way no real unit does, to test the client's
+    /// limits. Identity requests get normal replies, so the unit can be registered first.
     Hostile(Hostile),
 }
 
-/// A hostile answer to `GET /tstat`.
+/// A hostile reply to `GET /tstat`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Hostile {
     /// Sends the normal reply one byte at a time, this long apart.
@@ -110,7 +110,7 @@ pub enum ReplyAction {
     },
     /// Never reply. Hold the connection until the client leaves.
     Silent,
-    /// Answer `GET /tstat` with this hostile reply.
+    /// Reply to `GET /tstat` with this hostile reply.
     Hostile(Hostile),
 }
 
@@ -262,7 +262,7 @@ pub fn truncate_body(body: &str, rng: &mut fastrand::Rng) -> String {
     }
 }
 
-/// How the server sends a hostile reply.
+/// The bytes of a hostile reply and the way the server writes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostileSend {
     /// Write these bytes, then close.

@@ -10,6 +10,7 @@
 )]
 
 pub mod daemon;
+pub mod log_capture;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
