@@ -67,21 +67,21 @@ fn config(url: &str, fleet: &Fleet, cloud: &FakeCloud) -> Config {
     config
 }
 
-/// The uuid of the one simulated thermostat (the fleet's default seed is 1), so the
+/// Returns the uuid of the one simulated thermostat (the fleet's default seed is 1), so the
 /// hostile responses can carry commands for it.
 fn the_uuid() -> String {
     simulator::device_uuid(1, 0)
 }
 
-/// A valid command that writes to the thermostat when it runs.
+/// Builds a valid command that writes to the thermostat when it runs.
 fn set_state(command_id: &str, uuid: &str) -> Value {
     json!({"command_id": command_id, "command": "set_state", "thermostat_id": uuid,
         "params": {"tmode": 1, "t_heat": 66.0, "hold": 1},
         "issued_at": "2026-01-01T00:00:00Z"})
 }
 
-/// One public server fault: the daemon polls a server that answers with it until the
-/// log shows `expected`, then a few more times; the thermostat must see no write.
+/// One public server fault. The daemon polls a server that replies with it until the
+/// log shows `expected`, then a few more times, and the thermostat must see no write.
 struct Scenario {
     name: &'static str,
     cloud: FakeCloud,

@@ -1,5 +1,5 @@
 //! The real daemon and PostgreSQL against simulated thermostats that misbehave on every
-//! `/tstat` read (no answer, one byte a second, a 10 MB body, a body that is not UTF-8,
+//! `/tstat` read (no reply, one byte a second, a 10 MB body, a body that is not UTF-8,
 //! an HTTP/0.9 reply, a reset) and a WM-NOTIFY flood on the daemon's discovery port,
 //! next to healthy units. The daemon's memory stays bounded, the healthy units keep
 //! their poll rate, and each fault is logged once with the thermostat's uuid.
@@ -45,11 +45,11 @@ fn hostile_faults() -> Vec<(Fault, &'static str)> {
         ),
         (Fault::Hostile(Hostile::InvalidUtf8), "invalid body"),
         (Fault::Hostile(Hostile::Http09), "invalid HTTP answer"),
-        (Fault::Hostile(Hostile::Reset), "poll failed"),
+        (Fault::Hostile(Hostile::Reset), "reset"),
     ]
 }
 
-/// The resident memory of this process (daemon, fleet and test), in KiB.
+/// Returns the resident memory of this process (daemon, fleet and test), in KiB.
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     status
@@ -60,7 +60,8 @@ fn rss_kib() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
-/// A loopback port with nothing listening on it, for the addresses the flood announces.
+/// Returns a loopback port with nothing listening on it, for the addresses the flood
+/// announces.
 fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a port");
     listener.local_addr().expect("port").port()
@@ -128,7 +129,7 @@ fn tstat_reads(fleet: &Fleet, index: usize) -> u64 {
 // The test
 
 #[test]
-fn hostile_devices_and_notify_flood_leave_healthy_polling_alone() {
+fn hostile_units_spare_healthy_polling() {
     log_capture::install(log::LevelFilter::Debug);
     let url = support::fresh_database_url("hostile_devices");
     let hostile = hostile_faults();
@@ -224,6 +225,7 @@ fn hostile_devices_and_notify_flood_leave_healthy_polling_alone() {
             1,
             "{fault:?} on {uuid} should be logged once at info or above, got {logged:#?}"
         );
+        eprintln!("{fault:?}: {}", logged[0]);
         assert!(
             logged[0].contains(words),
             "{fault:?} on {uuid} logged without {words:?}: {}",
