@@ -19,6 +19,10 @@ pub const DISCOVERY_METHODS: &[&str] = &["database", "udp", "tcp"];
 /// Range of `timeout_seconds` accepted for `discover_devices`.
 pub const DISCOVERY_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=600;
 
+/// Most address ranges one `discover_devices` request may name. Each range is capped
+/// at `MAX_RANGE_ADDRESSES`, so this bounds a scan the public server can order.
+pub const MAX_SCAN_RANGES: usize = 16;
+
 /// One element of `commands` from `GET /commands/pending`, before validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -238,7 +242,17 @@ pub(crate) fn parse_discovery(params: &Value) -> Result<DiscoveryRequest, String
     for (key, value) in object {
         match key.as_str() {
             "methods" => request.methods = parse_methods(value)?,
-            "ip_ranges" => request.ip_ranges = parse_strings(value, "ip_ranges")?,
+            "ip_ranges" => {
+                let ranges = parse_strings(value, "ip_ranges")?;
+                if ranges.len() > MAX_SCAN_RANGES {
+                    return Err(format!(
+                        "invalid ip_ranges: {} ranges is more than the limit of \
+                         {MAX_SCAN_RANGES}; name the subnets that hold thermostats",
+                        ranges.len()
+                    ));
+                }
+                request.ip_ranges = ranges;
+            }
             "timeout_seconds" => request.timeout = Some(parse_timeout(value)?),
             other => {
                 return Err(format!(
@@ -425,6 +439,17 @@ mod tests {
             panic!("expected discover_devices, got {command:?}");
         };
         assert_eq!(request.methods, vec!["database", "udp", "tcp"]);
+    }
+
+    #[test]
+    fn discovery_too_many_ranges_rejected() {
+        let ranges: Vec<String> = (0..=MAX_SCAN_RANGES)
+            .map(|i| format!("10.0.{i}.0/24"))
+            .collect();
+        let error = parse_discovery(&json!({ "ip_ranges": ranges })).expect_err("17 ranges");
+        assert!(error.contains("more than the limit"), "{error}");
+        let ranges = &ranges[..MAX_SCAN_RANGES];
+        assert!(parse_discovery(&json!({ "ip_ranges": ranges })).is_ok());
     }
 
     #[test]

@@ -30,7 +30,15 @@ for target in "${targets[@]}"; do
     # The kept inputs seed the corpus, so each run starts from what was found before.
     cp -n "$here/regressions/$target/"* "$corpus/" 2>/dev/null || true
     echo "fuzz: $target for $seconds s"
+    status=0
     cargo +nightly fuzz run --fuzz-dir "$here" "$target" "$corpus" -- \
         -jobs=1 -workers=1 -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=1024 \
-        -print_final_stats=1
+        -print_final_stats=1 || status=$?
+    # With -jobs, libFuzzer writes its output to fuzz-0.log in the current folder.
+    mkdir -p "$here/logs"
+    mv -f fuzz-*.log "$here/logs/$target.log" 2>/dev/null || true
+    if ((status != 0)); then
+        echo "fuzz: $target failed; see $here/logs/$target.log and $here/artifacts/$target/" >&2
+        exit "$status"
+    fi
 done

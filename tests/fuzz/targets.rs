@@ -2,12 +2,17 @@
 //! `tests/fuzz_regressions.rs`, which replays the kept inputs in every `cargo test`.
 //! Each feeds untrusted bytes to a parser and checks what a successful parse promises.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use serde_json::Value;
 use thermostat_server::api::body::{MODE_FIELDS, TEMPERATURE_FIELDS, parse_change, parse_json};
 use thermostat_server::control::{SETPOINT_RANGE, SettingsChange};
 use thermostat_server::device::parse_tstat;
 use thermostat_server::discovery::message::{MAX_NOTIFY_BYTES, parse_notify};
-use thermostat_server::sync::command::{MAX_PENDING_COMMANDS, parse_pending, validate};
+use thermostat_server::sync::command::{
+    Command, DISCOVERY_METHODS, DISCOVERY_TIMEOUT_RANGE, MAX_PENDING_COMMANDS, MAX_SCAN_RANGES,
+    parse_pending, validate,
+};
 
 /// The names of the targets, as the folders under `regressions/` are named.
 pub const TARGETS: [&str; 4] = ["tstat", "notify", "command", "api_body"];
@@ -45,12 +50,24 @@ pub fn tstat(data: &[u8]) {
 /// Parses `data` as a WM-NOTIFY datagram, cut to the size the daemon reads.
 pub fn notify(data: &[u8]) {
     let datagram = &data[..data.len().min(MAX_NOTIFY_BYTES)];
-    if let Ok(addresses) = parse_notify(datagram) {
-        assert!(!addresses.is_empty(), "a parsed WM-NOTIFY names an address");
-        assert!(
-            addresses.len() <= datagram.len(),
-            "more addresses than bytes"
-        );
+    let Ok(addresses) = parse_notify(datagram) else {
+        return;
+    };
+    assert!(!addresses.is_empty(), "a parsed WM-NOTIFY names an address");
+    assert!(
+        addresses.len() <= datagram.len(),
+        "more addresses than bytes"
+    );
+
+    // The daemon connects to every address it keeps, so each must be one that a device
+    // can have: no port 0, and no wildcard, multicast or broadcast address.
+    for address in addresses {
+        let socket = address.socket_addr();
+        let ip = socket.ip();
+        assert_ne!(socket.port(), 0, "{socket} kept");
+        assert!(!ip.is_unspecified(), "{socket} kept");
+        assert!(!ip.is_multicast(), "{socket} kept");
+        assert_ne!(ip, IpAddr::V4(Ipv4Addr::BROADCAST), "{socket} kept");
     }
 }
 
@@ -60,7 +77,23 @@ pub fn command(data: &[u8]) {
     assert!(envelopes.len() <= MAX_PENDING_COMMANDS);
     for envelope in &envelopes {
         assert!(!envelope.command_id.is_empty());
-        let _ = validate(envelope, &|_| true);
+        match validate(envelope, &|_| true) {
+            Ok(Command::SetState { change, .. }) => check_change(&change),
+            Ok(Command::SetAwayTemp { away_temp, .. }) => check_setpoint(away_temp),
+            Ok(Command::DiscoverDevices(request)) => {
+                for method in &request.methods {
+                    assert!(
+                        DISCOVERY_METHODS.contains(&method.as_str()),
+                        "{method} kept"
+                    );
+                }
+                if let Some(timeout) = request.timeout {
+                    assert!(DISCOVERY_TIMEOUT_RANGE.contains(&timeout.as_secs()));
+                }
+                assert!(request.ip_ranges.len() <= MAX_SCAN_RANGES);
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -87,15 +120,19 @@ pub fn api_body(data: &[u8]) {
 fn check_change(change: &SettingsChange) {
     assert!(!change.is_empty(), "an accepted change changes something");
     for setpoint in [change.t_heat, change.t_cool].into_iter().flatten() {
-        assert!(
-            SETPOINT_RANGE.contains(&setpoint),
-            "setpoint {setpoint} accepted"
-        );
-        assert_eq!(
-            setpoint * 2.0,
-            (setpoint * 2.0).round(),
-            "{setpoint} not in 0.5 steps"
-        );
+        check_setpoint(setpoint);
     }
     let _ = change.describe();
+}
+
+fn check_setpoint(setpoint: f64) {
+    assert!(
+        SETPOINT_RANGE.contains(&setpoint),
+        "setpoint {setpoint} accepted"
+    );
+    assert_eq!(
+        setpoint * 2.0,
+        (setpoint * 2.0).round(),
+        "{setpoint} not in 0.5 steps"
+    );
 }
