@@ -9,19 +9,23 @@
 # Environment:
 #   SOAK_BIN        the thermostat-server binary (default target/debug/thermostat-server)
 #   SOAK_COUNT      simulated thermostats (default 200)
-#   SOAK_BASE_PORT  port of the first simulated thermostat (default 42000)
-#   SOAK_PG_PORT    port of the throwaway PostgreSQL (default 42400)
+#   SOAK_IP         loopback address of the fleet and the daemon (default 127.0.0.42)
+#   SOAK_BASE_PORT  port of the first simulated thermostat (default 24000)
+#   SOAK_PG_PORT    port of the throwaway PostgreSQL (default 24400)
 #   SOAK_FLOOD_RATE WM-NOTIFY datagrams per second sent to the daemon (default 2000)
 #
-# Every address is on 127.0.0.1. Everything started here stops when the script ends.
+# Every address is on 127.0.0.0/8, and the default ports lie below Linux's ephemeral
+# range (32768 and up), so other programs' client sockets cannot take them. Everything
+# started here stops when the script ends.
 set -euo pipefail
 
 duration=${1:-1800}
 sample=${2:-60}
 bin=${SOAK_BIN:-target/debug/thermostat-server}
 count=${SOAK_COUNT:-200}
-base_port=${SOAK_BASE_PORT:-42000}
-pg_port=${SOAK_PG_PORT:-42400}
+ip=${SOAK_IP:-127.0.0.42}
+base_port=${SOAK_BASE_PORT:-24000}
+pg_port=${SOAK_PG_PORT:-24400}
 flood_rate=${SOAK_FLOOD_RATE:-2000}
 discovery_port=$((pg_port + 1))
 notify_port=$((pg_port + 2))
@@ -57,11 +61,20 @@ faults=(0:hang 1:drip=1000 2:huge-body=10000000 3:invalid-utf8 4:http09 5:reset
     6:flaky=0.1/0.1 7:neg1=0.3 8:truncated=0.2 9:slow=3000 10:refuse-concurrent)
 fault_args=()
 for fault in "${faults[@]}"; do fault_args+=(--fault "$fault"); done
-"$bin" simulate --count "$count" --base-port "$base_port" --latency realistic \
-    --discovery "127.0.0.1:$discovery_port" "${fault_args[@]}" >"$work/simulator.log" 2>&1 &
-pids+=($!)
+"$bin" simulate --count "$count" --bind "$ip" --base-port "$base_port" --latency realistic \
+    --discovery "$ip:$discovery_port" "${fault_args[@]}" >"$work/simulator.log" 2>&1 &
+simulator=$!
+pids+=("$simulator")
+sleep 2
+# A simulator that could not bind every port exits; the daemon would then poll whatever
+# else listens there.
+kill -0 "$simulator" 2>/dev/null || {
+    echo "soak: the simulator did not start:" >&2
+    cat "$work/simulator.log" >&2
+    exit 1
+}
 
-addresses=$(seq "$base_port" $((base_port + count - 1)) | sed 's/.*/"127.0.0.1:&"/' | paste -sd,)
+addresses=$(seq "$base_port" $((base_port + count - 1)) | sed "s/.*/\"$ip:&\"/" | paste -sd,)
 cat >"$work/site.toml" <<EOF
 [site]
 site_id = "soak"
@@ -81,24 +94,25 @@ addresses = [$addresses]
 [discovery]
 methods = ["database", "udp"]
 interval_seconds = 60
-udp_group = "127.0.0.1:$discovery_port"
-udp_bind = "127.0.0.1:$notify_port"
+udp_group = "$ip:$discovery_port"
+udp_bind = "$ip:$notify_port"
 udp_window_seconds = 5
 [api]
-listen = "127.0.0.1:$api_port"
+listen = "$ip:$api_port"
 [log]
 level = "info"
 EOF
-sleep 1
 "$bin" run --config "$work/site.toml" >"$work/daemon.log" 2>&1 &
 daemon=$!
 pids+=("$daemon")
 
-# The flood: WM-NOTIFY datagrams announcing ever new addresses on 127.0.0.0/8 ports
-# where nothing listens, at a bounded rate, for the whole run.
-python3 - "$notify_port" "$flood_rate" "$duration" <<'EOF' &
+# The flood: WM-NOTIFY datagrams, each announcing a new address in 127.1.0.0 and up, all
+# with the port below the fleet's, where nothing listens. It runs at a bounded rate for
+# the whole run.
+python3 - "$ip" "$notify_port" "$flood_rate" "$duration" $((base_port - 1)) <<'EOF' &
 import socket, sys, time
-port, rate, duration = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+ip, port, rate, duration = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+closed = int(sys.argv[5])
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 end, n = time.monotonic() + duration, 0
 while time.monotonic() < end:
@@ -106,8 +120,8 @@ while time.monotonic() < end:
     for _ in range(rate // 10):
         n += 1
         message = ("TYPE: WM-NOTIFY\r\nVERSION: 1.0\r\nSERVICE: com.marvell.wm.system:1.0\r\n"
-                   f"LOCATION: http://127.0.0.{2 + n % 250}:{1024 + n % 60000}/sys/\r\n\r\n")
-        sock.sendto(message.encode(), ("127.0.0.1", port))
+                   f"LOCATION: http://127.{1 + (n >> 16) % 254}.{(n >> 8) % 256}.{n % 256}:{closed}/sys/\r\n\r\n")
+        sock.sendto(message.encode(), (ip, port))
     time.sleep(max(0.0, 0.1 - (time.monotonic() - start)))
 print(f"flood: {n} datagrams sent", file=sys.stderr)
 EOF
