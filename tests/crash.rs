@@ -13,7 +13,6 @@
 
 mod support;
 
-#[allow(dead_code, reason = "this test uses only the normal mode")]
 #[path = "support/fake_cloud.rs"]
 mod fake_cloud;
 

@@ -7,10 +7,6 @@
 mod support;
 
 #[path = "support/fake_cloud.rs"]
-#[allow(
-    dead_code,
-    reason = "this file uses only the fake server's basic state changes"
-)]
 mod fake_cloud;
 
 use std::io::{Read, Write};

@@ -44,7 +44,7 @@ fn fleet() -> Fleet {
 }
 
 fn config(url: &str, fleet: &Fleet) -> Config {
-    log_capture::install();
+    log_capture::install(log::LevelFilter::Info);
     let mut config = Config::new("fault_site", url);
     config.thermostats.addresses = fleet
         .devices()

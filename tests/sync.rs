@@ -26,7 +26,7 @@ const TOKEN: &str = "site-token-for-tests-0123456789";
 
 /// Starts the daemon with the log captured, so tests can look for the token in it.
 fn start_daemon(config: Config, discovery: Option<Arc<dyn DiscoveryRunner>>) -> RunningDaemon {
-    log_capture::install();
+    log_capture::install(log::LevelFilter::Info);
     RunningDaemon::start_with(config, discovery)
 }
 

@@ -64,13 +64,13 @@ async fn exchange_without_deadline(
         .read_buf_exact_size(Some(READ_BUFFER_BYTES))
         .handshake(io)
         .await
-        .map_err(|error| DeviceError::Protocol(error.to_string()))?;
+        .map_err(|error| protocol_error(&error))?;
 
     // The connection future moves the bytes; it has to run while the request is
     // awaited. It only finishes early on an error, and the request then fails too.
     let drive_connection = async {
         if let Err(error) = connection.await {
-            return Err(DeviceError::Protocol(error.to_string()));
+            return Err(protocol_error(&error));
         }
         future::pending().await
     };
@@ -80,7 +80,7 @@ async fn exchange_without_deadline(
         let response = sender
             .send_request(request)
             .await
-            .map_err(|error| DeviceError::Protocol(error.to_string()))?;
+            .map_err(|error| protocol_error(&error))?;
         let status = response.status().as_u16();
         let body = read_body(response.into_body()).await?;
         Ok(HttpReply { status, body })
@@ -113,6 +113,19 @@ fn build_request(
     builder
         .body(payload)
         .map_err(|error| DeviceError::Protocol(format!("cannot build request for {path}: {error}")))
+}
+
+/// Describes a hyper error with its causes, so a reset reads as a reset and not only as
+/// hyper's "connection error".
+fn protocol_error(error: &hyper::Error) -> DeviceError {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    DeviceError::Protocol(text)
 }
 
 async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, DeviceError> {

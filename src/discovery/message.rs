@@ -126,11 +126,20 @@ fn location_address(url: &str) -> Option<DeviceAddress> {
     let lower = url.to_ascii_lowercase();
     let rest = lower.strip_prefix("http://")?;
     let host = rest.split('/').next().unwrap_or(rest);
-    if let Ok(socket) = host.parse::<SocketAddr>() {
-        return Some(DeviceAddress::new(socket));
-    }
-    let ip = host.parse::<IpAddr>().ok()?;
-    Some(DeviceAddress::new(SocketAddr::new(ip, DEFAULT_DEVICE_PORT)))
+    let socket = match host.parse::<SocketAddr>() {
+        Ok(socket) => socket,
+        Err(_) => SocketAddr::new(host.parse::<IpAddr>().ok()?, DEFAULT_DEVICE_PORT),
+    };
+    is_device_address(socket).then(|| DeviceAddress::new(socket))
+}
+
+/// Returns true when a device can listen at `socket`. Port 0 and wildcard, multicast or
+/// broadcast addresses cannot be a thermostat, and connecting to them would reach this
+/// host or nothing, so an announcement of one is ignored.
+pub fn is_device_address(socket: SocketAddr) -> bool {
+    let ip = socket.ip();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    socket.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
 }
 
 #[cfg(test)]
@@ -139,6 +148,31 @@ mod tests {
 
     fn address(text: &str) -> DeviceAddress {
         text.parse().expect("valid address")
+    }
+
+    #[test]
+    fn notify_ignores_addresses_no_device_has() {
+        for location in [
+            "http://192.168.1.4:0/sys/",
+            "http://0.0.0.0/sys/",
+            "http://239.255.255.250:1900/sys/",
+            "http://255.255.255.255/sys/",
+            "http://[::]:80/sys/",
+            "http://[ff02::1]:80/sys/",
+        ] {
+            let datagram = format!("TYPE: WM-NOTIFY\r\nLOCATION: {location}\r\n\r\n");
+            assert_eq!(
+                parse_notify(datagram.as_bytes()),
+                Err(NotifyError::NoLocation),
+                "{location}"
+            );
+        }
+        let datagram = "TYPE: WM-NOTIFY\r\nLOCATION: http://0.0.0.0/sys/\r\n\
+                        LOCATION: http://127.0.0.1:8080/sys/\r\n\r\n";
+        assert_eq!(
+            parse_notify(datagram.as_bytes()),
+            Ok(vec![address("127.0.0.1:8080")])
+        );
     }
 
     #[test]

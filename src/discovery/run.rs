@@ -130,20 +130,45 @@ pub async fn identify_all(
     links: &dyn LinkSource,
     method: Method,
 ) -> Vec<Discovered> {
-    let attempts = addresses.iter().map(|address| async move {
-        let link = link_for(links, *address, options.link);
-        let result = identify(link, method).await;
-        if let Err(error) = &result {
-            log::info!(
-                "{method} discovery: {address} announced itself but did not identify: {error}"
-            );
+    // A flood of announcements must not open more connections than a TCP scan does.
+    let permits = async_lock::Semaphore::new(options.tcp.concurrency.max(1));
+    let failures = std::sync::atomic::AtomicUsize::new(0);
+    let attempts = addresses.iter().map(|address| {
+        let (permits, failures) = (&permits, &failures);
+        async move {
+            let _permit = permits.acquire().await;
+            let link = link_for(links, *address, options.link);
+            let result = identify(link, method).await;
+            if let Err(error) = &result {
+                let earlier = failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let level = if earlier < IDENTIFY_FAILURES_LOGGED {
+                    log::Level::Info
+                } else {
+                    log::Level::Debug
+                };
+                log::log!(
+                    level,
+                    "{method} discovery: {address} announced itself but did not identify: {error}"
+                );
+            }
+            result.ok()
         }
-        result.ok()
     });
 
     let mut found = Vec::new();
     for device in join_all(attempts).await.into_iter().flatten() {
         merge_found(&mut found, device);
     }
+    let failed = failures.into_inner();
+    if failed > IDENTIFY_FAILURES_LOGGED {
+        log::warn!(
+            "{method} discovery: {failed} of {} announced addresses did not identify",
+            addresses.len()
+        );
+    }
     found
 }
+
+/// Identification failures of one run logged at info level. The rest go to debug level
+/// and a count, so a flood of false announcements cannot fill the log.
+const IDENTIFY_FAILURES_LOGGED: usize = 10;

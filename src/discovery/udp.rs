@@ -35,22 +35,52 @@ pub async fn collect_locations(
     let mut seen = HashSet::new();
     let mut addresses = Vec::new();
     let mut buffer = vec![0_u8; MAX_NOTIFY_BYTES];
+    let mut gate = NotifyGate::new(started);
     loop {
         let wake = repeat_at.map_or(deadline, |at| at.min(deadline));
-        let received = future::or(async { Some(socket.recv_from(&mut buffer).await) }, async {
-            Timer::at(wake).await;
-            None
-        })
-        .await;
+        // Over the rate, the datagrams wait in the kernel, which drops what does not
+        // fit: a flood costs a bounded amount of work, and other tasks keep running.
+        let received = match gate.next_read(Instant::now()) {
+            Some(ready) if ready >= wake => {
+                Timer::at(wake).await;
+                None
+            }
+            Some(ready) => {
+                Timer::at(ready).await;
+                continue;
+            }
+            None => {
+                future::or(async { Some(socket.recv_from(&mut buffer).await) }, async {
+                    Timer::at(wake).await;
+                    None
+                })
+                .await
+            }
+        };
 
         match received {
             Some(Ok((length, peer))) => {
+                gate.record_read();
                 for address in read_answer(&buffer[..length], peer) {
-                    if seen.insert(address) {
-                        addresses.push(address);
-                        on_answer(addresses.len());
+                    if seen.contains(&address) {
+                        continue;
                     }
+                    if addresses.len() >= MAX_ANSWERS {
+                        if gate.first_overflow() {
+                            log::warn!(
+                                "UDP discovery: more than {MAX_ANSWERS} devices answered; \
+                                 ignoring the rest of this window (last from {peer}), \
+                                 which looks like a WM-NOTIFY flood"
+                            );
+                        }
+                        break;
+                    }
+                    seen.insert(address);
+                    addresses.push(address);
+                    on_answer(addresses.len());
                 }
+                // A flood of ready datagrams must not keep this task from yielding.
+                future::yield_now().await;
             }
             // Linux reports an ICMP "port unreachable" for an earlier datagram here.
             Some(Err(error)) => log::debug!("UDP discovery: receive failed: {error}"),
@@ -64,6 +94,60 @@ pub async fn collect_locations(
         }
     }
     Ok(addresses)
+}
+
+/// Most distinct device addresses one discovery window keeps. A site has far fewer
+/// units; more means a flood, and each address would cost a connection to identify.
+pub const MAX_ANSWERS: usize = 1024;
+
+/// Most datagrams read per second of a discovery window, after a first burst.
+pub const MAX_DATAGRAMS_PER_SECOND: u32 = 500;
+
+/// Datagrams read at once before the rate applies.
+const DATAGRAM_BURST: u32 = 500;
+
+/// The pure rate limit on WM-NOTIFY datagrams: a token bucket of `DATAGRAM_BURST`
+/// refilled at `MAX_DATAGRAMS_PER_SECOND`, and a flag so the overflow is logged once.
+#[derive(Debug, Clone)]
+pub struct NotifyGate {
+    tokens: f64,
+    refilled_at: Instant,
+    overflow_logged: bool,
+}
+
+impl NotifyGate {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            tokens: f64::from(DATAGRAM_BURST),
+            refilled_at: now,
+            overflow_logged: false,
+        }
+    }
+
+    /// Returns `None` when a datagram may be read at `now`, or when the next one may.
+    pub fn next_read(&mut self, now: Instant) -> Option<Instant> {
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        let rate = f64::from(MAX_DATAGRAMS_PER_SECOND);
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(DATAGRAM_BURST));
+        self.refilled_at = now;
+        if self.tokens >= 1.0 {
+            return None;
+        }
+        let wait = (1.0 - self.tokens) / rate;
+        Some(now + std::time::Duration::from_secs_f64(wait))
+    }
+
+    /// Spends one token for a datagram read.
+    pub fn record_read(&mut self) {
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+
+    /// True the first time the address cap is reached in this window.
+    pub fn first_overflow(&mut self) -> bool {
+        !std::mem::replace(&mut self.overflow_logged, true)
+    }
 }
 
 /// Parses one datagram, logging and skipping one that is not a WM-NOTIFY.
@@ -121,4 +205,50 @@ fn send_error(group: SocketAddr, error: io::Error) -> io::Error {
 
 fn context(failed_step: &str, error: io::Error) -> io::Error {
     io::Error::new(error.kind(), format!("{failed_step}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn gate_allows_a_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut gate = NotifyGate::new(start);
+        for _ in 0..DATAGRAM_BURST {
+            assert_eq!(gate.next_read(start), None);
+            gate.record_read();
+        }
+        let wait = gate.next_read(start).expect("the burst is spent");
+        let per_datagram = Duration::from_secs(1) / MAX_DATAGRAMS_PER_SECOND;
+        assert!(wait > start);
+        assert!(wait <= start + per_datagram + Duration::from_micros(1));
+
+        // One second later the bucket contains one second of datagrams, no more.
+        let later = start + Duration::from_secs(1);
+        let mut read = 0;
+        while gate.next_read(later).is_none() {
+            gate.record_read();
+            read += 1;
+        }
+        assert_eq!(read, MAX_DATAGRAMS_PER_SECOND);
+        // A long quiet spell refills only up to the burst.
+        let much_later = start + Duration::from_secs(3600);
+        let mut read = 0;
+        while gate.next_read(much_later).is_none() {
+            gate.record_read();
+            read += 1;
+        }
+        assert_eq!(read, DATAGRAM_BURST);
+    }
+
+    #[test]
+    fn overflow_is_reported_once() {
+        let mut gate = NotifyGate::new(Instant::now());
+        assert!(gate.first_overflow());
+        assert!(!gate.first_overflow());
+        assert!(!gate.first_overflow());
+    }
 }

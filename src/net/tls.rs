@@ -95,6 +95,18 @@ pub(crate) fn describe_handshake_error(host: &str, error: &std::io::Error) -> Ne
             "the certificate of {host} is not trusted: its issuer is not a known certificate \
              authority; add the CA certificate to the CA file or check the host"
         ),
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => format!(
+            "the certificate of {host} has expired; the server must renew it, and nothing \
+             is sent until it does"
+        ),
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => format!(
+            "the certificate presented by {host} is for another host name; check the host \
+             in the URL, or the server's certificate"
+        ),
         Some(rustls::Error::InvalidCertificate(reason)) => format!(
             "the certificate of {host} is not trusted: {}",
             rustls::Error::InvalidCertificate(reason.clone())

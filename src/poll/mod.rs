@@ -2,10 +2,11 @@
 //! into a reading, detects state changes and hands readings to the store without ever
 //! waiting on the database.
 //!
-//! The decisions live in [`schedule`] and [`change`] as plain functions; [`task`] and
+//! The decisions live in [`schedule`], [`change`] and [`failure_log`] as plain functions; [`task`] and
 //! [`registry`] are the thin async shell around them.
 
 pub mod change;
+pub mod failure_log;
 pub mod registry;
 pub mod schedule;
 pub mod status;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::change::{ChangeType, StateChange, detect_change, merge_known};
+use super::failure_log::FailureLog;
 use super::schedule::{Outcome, PollSchedule, ScheduleOptions, Transition};
 use super::status::StatusBoard;
 use crate::clock::Clock;
@@ -67,6 +68,7 @@ pub async fn poll_with_controller(
         warned_fields: HashSet::new(),
         controller,
         last_poll: None,
+        failure_log: FailureLog::default(),
         context,
     };
 
@@ -120,6 +122,8 @@ struct Poller {
     /// Wall clock and monotonic time of the previous successful poll, to notice a
     /// clock jump.
     last_poll: Option<(jiff::Timestamp, Instant)>,
+    /// The failure kind last logged at info level.
+    failure_log: FailureLog,
     context: Arc<PollContext>,
 }
 
@@ -265,7 +269,7 @@ impl Poller {
 
     fn handle_failure(&mut self, link: &DeviceLink, error: &DeviceError) -> Outcome {
         let failures = self.schedule.consecutive_failures() + 1;
-        let level = if failures == 1 {
+        let level = if self.failure_log.on_failure(error.kind()) {
             log::Level::Info
         } else {
             log::Level::Debug
@@ -356,7 +360,7 @@ impl Poller {
         }
     }
 
-    fn log_transition(&self, link: &DeviceLink, transition: Transition) {
+    fn log_transition(&mut self, link: &DeviceLink, transition: Transition) {
         if transition.went_offline {
             log::warn!(
                 "thermostat {} at {}: offline after {} failed polls in a row; retrying every {} s",
@@ -367,6 +371,7 @@ impl Poller {
             );
         }
         if transition.came_online {
+            self.failure_log.on_back_online();
             log::info!("thermostat {} at {}: back online", self.id, link.address());
         }
         if transition.skipped_ticks > 0 {

@@ -10,7 +10,7 @@ use async_signal::{Signal, Signals};
 use futures_lite::StreamExt;
 
 use super::profile::MODEL_NAMES;
-use super::{Fault, Fleet, FleetOptions, Latency, ModelProfile};
+use super::{Fault, Fleet, FleetOptions, Hostile, Latency, ModelProfile};
 
 /// Exit code for invalid usage.
 const EXIT_USAGE: i32 = 2;
@@ -48,6 +48,11 @@ Options:
                                                  the device out for LOCKOUT_MS
                        refuse-concurrent         reset a second concurrent connection
                        flaky=HANG_P/NEG1_P       hang with HANG_P, else -1 with NEG1_P
+                       drip=MS                   send each /tstat reply one byte per MS
+                       huge-body=BYTES           answer /tstat with a body of BYTES
+                       invalid-utf8              answer /tstat with a body that is not UTF-8
+                       http09                    answer /tstat with no status line
+                       reset                     reset the connection of each /tstat read
   --time-speed F     simulated seconds per real second for room and clocks (default 1)
   --discovery IP:PORT
                      answer WM-DISCOVER on this UDP address with one WM-NOTIFY per
@@ -340,6 +345,19 @@ fn parse_fault(value: &str) -> Result<(usize, Fault), UsageError> {
         })?,
         ("flaky", Some(settings)) => parse_flaky(settings)
             .ok_or_else(|| invalid("flaky needs HANG_P/NEG1_P, as in flaky=0.05/0.1"))?,
+        ("drip", Some(millis)) => Fault::Hostile(Hostile::Drip(Duration::from_millis(
+            millis
+                .parse()
+                .map_err(|_| invalid("drip needs milliseconds per byte, as in drip=1000"))?,
+        ))),
+        ("huge-body", Some(bytes)) => {
+            Fault::Hostile(Hostile::HugeBody(bytes.parse().map_err(|_| {
+                invalid("huge-body needs a byte count, as in huge-body=10000000")
+            })?))
+        }
+        ("invalid-utf8", None) => Fault::Hostile(Hostile::InvalidUtf8),
+        ("http09", None) => Fault::Hostile(Hostile::Http09),
+        ("reset", None) => Fault::Hostile(Hostile::Reset),
         _ => return Err(invalid(&format!("unknown fault kind {kind:?}"))),
     };
     Ok((index, fault))
@@ -444,6 +462,18 @@ mod tests {
         assert_eq!(
             parse_fault("0:neg1=0.5"),
             Ok((0, Fault::NegativeOne { probability: 0.5 }))
+        );
+        assert_eq!(
+            parse_fault("0:drip=1000"),
+            Ok((0, Fault::Hostile(Hostile::Drip(Duration::from_secs(1)))))
+        );
+        assert_eq!(
+            parse_fault("3:huge-body=10000000"),
+            Ok((3, Fault::Hostile(Hostile::HugeBody(10_000_000))))
+        );
+        assert_eq!(
+            parse_fault("1:reset"),
+            Ok((1, Fault::Hostile(Hostile::Reset)))
         );
         assert_eq!(
             parse_fault("0:flaky=0.1/0.2"),

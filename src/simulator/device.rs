@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::fault::{
-    self, Fault, FloodGovernor, FloodVerdict, ReplyAction, inject_negative_one, truncate_body,
+    self, Fault, FloodGovernor, FloodVerdict, Hostile, HostileSend, ReplyAction, hostile_reply,
+    inject_negative_one, truncate_body,
 };
 use super::http::{NOT_FOUND_HTML, response};
 use super::latency::{EndpointKind, Latency};
@@ -47,6 +48,8 @@ pub(crate) enum Prepared {
         delay: Duration,
         until: Option<Instant>,
     },
+    /// Wait `delay`, then send a hostile reply.
+    Hostile { delay: Duration, send: HostileSend },
 }
 
 /// The maps between simulated time and the wall clock.
@@ -80,6 +83,7 @@ struct DeviceCore {
     powered_off_until: Option<Instant>,
     /// Whether a silent reply and a `-1` reply were already logged at warn level.
     warned_silent: bool,
+    warned_hostile: bool,
     warned_negative_one: bool,
 }
 
@@ -100,6 +104,7 @@ impl DeviceShared {
             script_position: 0,
             powered_off_until: None,
             warned_silent: false,
+            warned_hostile: false,
             warned_negative_one: false,
         };
         Self {
@@ -227,6 +232,11 @@ impl DeviceCore {
         let routed = self.route(request);
 
         match plan.action {
+            ReplyAction::Hostile(kind) => {
+                self.warn_once_hostile(&kind);
+                let send = hostile_reply(&kind, &self.thermostat.tstat_body().render());
+                Prepared::Hostile { delay, send }
+            }
             ReplyAction::Silent => {
                 self.warn_once_silent();
                 let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
@@ -268,6 +278,16 @@ impl DeviceCore {
         let mut body = self.thermostat.tstat_body();
         inject_negative_one(&mut body, &mut self.rng);
         body.render()
+    }
+
+    fn warn_once_hostile(&mut self, kind: &Hostile) {
+        if !self.warned_hostile {
+            self.warned_hostile = true;
+            log::warn!(
+                "simulated thermostat {} answers /tstat with a hostile reply: {kind:?}",
+                self.thermostat.uuid
+            );
+        }
     }
 
     fn warn_once_silent(&mut self) {

@@ -46,6 +46,25 @@ pub enum Fault {
         hang_probability: f64,
         negative_one_probability: f64,
     },
+    /// Replies to every `GET /tstat` in a way no real unit does, to test the client's
+    /// limits. Identity requests get normal replies, so the unit can be registered first.
+    Hostile(Hostile),
+}
+
+/// A hostile reply to `GET /tstat`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hostile {
+    /// Sends the normal reply one byte at a time, this long apart.
+    Drip(Duration),
+    /// Sends a `200` reply whose body is this many bytes, with a matching
+    /// `Content-Length`.
+    HugeBody(usize),
+    /// Sends a `200` JSON reply whose body is not UTF-8.
+    InvalidUtf8,
+    /// Sends the JSON body with no status line or headers, as an HTTP/0.9 server does.
+    Http09,
+    /// Reads the request, then closes the connection with a TCP reset.
+    Reset,
 }
 
 /// One step of a `Fault::Script`.
@@ -91,6 +110,8 @@ pub enum ReplyAction {
     },
     /// Never reply. Hold the connection until the client leaves.
     Silent,
+    /// Reply to `GET /tstat` with this hostile reply.
+    Hostile(Hostile),
 }
 
 /// Decides the reply for one request to `path` with `method` under `faults`.
@@ -118,6 +139,7 @@ pub fn plan_reply(
     let mut negative_one = false;
     let mut truncate = false;
     let mut scripted: Option<(u16, Option<String>)> = None;
+    let mut hostile: Option<Hostile> = None;
 
     for fault in faults {
         match fault {
@@ -153,11 +175,15 @@ pub fn plan_reply(
                     negative_one |= is_tstat_get && chance(*negative_one_probability, rng);
                 }
             }
+            Fault::Hostile(kind) if is_tstat_get => hostile = Some(kind.clone()),
+            Fault::Hostile(_) => {}
         }
     }
 
     if silent {
         plan.action = ReplyAction::Silent;
+    } else if let Some(kind) = hostile {
+        plan.action = ReplyAction::Hostile(kind);
     } else {
         let (status, body) = scripted.unwrap_or((200, None));
         plan.action = ReplyAction::Answer {
@@ -233,6 +259,49 @@ pub fn truncate_body(body: &str, rng: &mut fastrand::Rng) -> String {
             let cut = candidates[rng.usize(..candidates.len())];
             body[..cut].to_string()
         }
+    }
+}
+
+/// The bytes of a hostile reply and the way the server writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostileSend {
+    /// Write these bytes, then close.
+    Bytes(Vec<u8>),
+    /// Write `head`, then `padding` spaces, a chunk at a time so the simulator does
+    /// not hold the whole body.
+    Padded { head: Vec<u8>, padding: usize },
+    /// Write these bytes one at a time, `gap` apart.
+    Drip { bytes: Vec<u8>, gap: Duration },
+    /// Close with a reset and send nothing.
+    Reset,
+}
+
+/// Builds the bytes of a hostile reply around `tstat`, the device's normal `/tstat` body.
+pub fn hostile_reply(kind: &Hostile, tstat: &str) -> HostileSend {
+    let head = |length: usize| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    match kind {
+        Hostile::Drip(gap) => HostileSend::Drip {
+            bytes: super::http::response(200, "application/json", tstat),
+            gap: *gap,
+        },
+        Hostile::HugeBody(length) => HostileSend::Padded {
+            head: head(*length),
+            padding: *length,
+        },
+        Hostile::InvalidUtf8 => {
+            let body = b"{\"temp\":7\xff\xfe.5,\"tmode\":\xc3\x28}";
+            let mut bytes = head(body.len());
+            bytes.extend_from_slice(body);
+            HostileSend::Bytes(bytes)
+        }
+        Hostile::Http09 => HostileSend::Bytes(tstat.as_bytes().to_vec()),
+        Hostile::Reset => HostileSend::Reset,
     }
 }
 
@@ -323,6 +392,52 @@ pub fn refuses_concurrent(faults: &[Fault]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_faults_apply_to_tstat_reads_only() {
+        let faults = [Fault::Hostile(Hostile::Reset)];
+        let mut position = 0;
+        let mut rng = fastrand::Rng::with_seed(1);
+        let plan = plan_reply(&faults, "GET", "/tstat", &mut position, &mut rng);
+        assert_eq!(plan.action, ReplyAction::Hostile(Hostile::Reset));
+        let plan = plan_reply(&faults, "GET", "/sys", &mut position, &mut rng);
+        assert!(matches!(plan.action, ReplyAction::Answer { .. }));
+    }
+
+    #[test]
+    fn hostile_replies_are_built_as_named() {
+        let tstat = r#"{"temp":70.0}"#;
+        let HostileSend::Padded { head, padding } = hostile_reply(&Hostile::HugeBody(1000), tstat)
+        else {
+            panic!("a huge body is padded");
+        };
+        let text = String::from_utf8(head).expect("ASCII");
+        assert!(text.contains("Content-Length: 1000\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert_eq!(padding, 1000);
+
+        let HostileSend::Bytes(invalid) = hostile_reply(&Hostile::InvalidUtf8, tstat) else {
+            panic!("invalid UTF-8 is sent at once");
+        };
+        let body_at = invalid
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("head")
+            + 4;
+        assert!(std::str::from_utf8(&invalid[body_at..]).is_err());
+
+        assert_eq!(
+            hostile_reply(&Hostile::Http09, tstat),
+            HostileSend::Bytes(tstat.as_bytes().to_vec())
+        );
+        let HostileSend::Drip { bytes, gap } =
+            hostile_reply(&Hostile::Drip(Duration::from_secs(1)), tstat)
+        else {
+            panic!("a drip is paced");
+        };
+        assert!(bytes.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert_eq!(gap, Duration::from_secs(1));
+    }
 
     fn plan(faults: &[Fault], path: &str) -> ReplyPlan {
         let mut position = 0;

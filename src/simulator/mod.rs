@@ -44,7 +44,7 @@ use crate::shutdown::Shutdown;
 
 pub use cli::run_cli;
 pub use device::{DeviceSnapshot, SimHandle};
-pub use fault::{Fault, Reply, ScriptedReply};
+pub use fault::{Fault, Hostile, Reply, ScriptedReply};
 pub use latency::Latency;
 pub use profile::{DEFAULT_MODEL_CYCLE, ModelProfile};
 pub use room::Relay;

@@ -11,6 +11,7 @@ use async_io::{Async, Timer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 
 use super::device::{DeviceShared, Prepared, Request};
+use super::fault::HostileSend;
 use super::http::{RequestError, parse_head};
 use super::stats::RequestSpan;
 
@@ -173,7 +174,55 @@ async fn serve_connection(device: &DeviceShared, connection: Connection, read_ti
             hold_silently(&mut stream, until).await;
             device.connection_closed(Some(span(Instant::now())));
         }
+        Prepared::Hostile { delay, send: kind } => {
+            Timer::after(delay).await;
+            match kind {
+                HostileSend::Bytes(bytes) => send(&mut stream, &bytes).await,
+                HostileSend::Padded { head, padding } => pad(&mut stream, &head, padding).await,
+                HostileSend::Drip { bytes, gap } => drip(&mut stream, &bytes, gap).await,
+                HostileSend::Reset => reset_now(stream),
+            }
+            device.connection_closed(Some(span(Instant::now())));
+        }
     }
+}
+
+/// Writes `head` and then `padding` spaces, until done or the client leaves.
+async fn pad(stream: &mut Async<TcpStream>, head: &[u8], padding: usize) {
+    const CHUNK: [u8; 16 * 1024] = [b' '; 16 * 1024];
+    let written = async {
+        stream.write_all(head).await?;
+        let mut left = padding;
+        while left > 0 {
+            let now = left.min(CHUNK.len());
+            stream.write_all(&CHUNK[..now]).await?;
+            left -= now;
+        }
+        stream.get_ref().shutdown(Shutdown::Write)
+    };
+    if let Err(error) = written.await {
+        log::debug!("simulated thermostat: the padded reply stopped: {error}");
+    }
+}
+
+/// Writes `bytes` one at a time, `gap` apart, until done or the client leaves.
+async fn drip(stream: &mut Async<TcpStream>, bytes: &[u8], gap: Duration) {
+    for byte in bytes {
+        if stream.write_all(&[*byte]).await.is_err() {
+            return;
+        }
+        Timer::after(gap).await;
+    }
+    let _ = stream.get_ref().shutdown(Shutdown::Write);
+}
+
+/// Closes the connection at once with a TCP reset (SO_LINGER of zero).
+fn reset_now(stream: Async<TcpStream>) {
+    let socket = socket2::SockRef::from(stream.get_ref());
+    if let Err(error) = socket.set_linger(Some(Duration::ZERO)) {
+        log::debug!("simulated thermostat: cannot set SO_LINGER for a reset: {error}");
+    }
+    drop(stream);
 }
 
 async fn send(stream: &mut Async<TcpStream>, bytes: &[u8]) {

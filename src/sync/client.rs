@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::decide::{Backoff, Verdict, classify, log_due};
 use super::status::LinkStatus;
 use crate::config::Secret;
-use crate::net::{HttpClient, HttpRequest, NetError};
+use crate::net::{HttpClient, HttpRequest, NetError, redact_url};
 
 /// Largest response body read from the public server.
 const MAX_RESPONSE_BODY: usize = 1024 * 1024;
@@ -137,7 +137,10 @@ impl SyncClient {
             Verdict::Unauthorized { status } => Sent::Unauthorized { status },
             Verdict::Park { status } => Sent::Park {
                 status,
-                reason: reason_from_body(&response.body),
+                reason: match response.headers.get(http::header::LOCATION) {
+                    Some(location) if (300..400).contains(&status) => redirect_reason(location),
+                    _ => reason_from_body(&response.body),
+                },
             },
         }
     }
@@ -174,6 +177,16 @@ fn describe_net_error(error: &NetError) -> String {
         ),
         _ => error.to_string(),
     }
+}
+
+/// Names where a 3xx response pointed, without its query string, and why it is refused.
+fn redirect_reason(location: &http::HeaderValue) -> String {
+    let target = String::from_utf8_lossy(location.as_bytes());
+    let target: String = redact_url(&target).chars().take(MAX_REASON_BYTES).collect();
+    format!(
+        "the server redirected to {target}, and redirects are not followed; \
+         set public_server.base_url to the server's real address"
+    )
 }
 
 /// Returns the start of a rejection body as text, for the parked payload's reason.
@@ -253,6 +266,15 @@ mod tests {
     #[test]
     fn empty_rejection_has_reason() {
         assert_eq!(reason_from_body(b"  "), "the server sent no reason");
+    }
+
+    #[test]
+    fn redirect_reason_names_the_target_without_query() {
+        let location = http::HeaderValue::from_static("https://elsewhere.example/x?key=secret");
+        let reason = redirect_reason(&location);
+        assert!(reason.contains("elsewhere.example"), "{reason}");
+        assert!(!reason.contains("secret"), "{reason}");
+        assert!(reason.contains("not followed"), "{reason}");
     }
 
     #[test]

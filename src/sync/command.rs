@@ -19,6 +19,10 @@ pub const DISCOVERY_METHODS: &[&str] = &["database", "udp", "tcp"];
 /// Range of `timeout_seconds` accepted for `discover_devices`.
 pub const DISCOVERY_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=600;
 
+/// Most address ranges one `discover_devices` request may name. Each range is capped
+/// at `MAX_RANGE_ADDRESSES`, so this bounds a scan the public server can order.
+pub const MAX_SCAN_RANGES: usize = 16;
+
 /// One element of `commands` from `GET /commands/pending`, before validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -116,6 +120,62 @@ pub fn validate(
     }
 }
 
+/// Most commands one `GET /commands/pending` response may carry. A site gets a few at a
+/// time; a longer list is a server fault, and the whole list is refused rather than
+/// partly run.
+pub const MAX_PENDING_COMMANDS: usize = 100;
+
+/// Entries without a usable id logged one by one per response; the rest are counted.
+const SKIPPED_LOGGED: usize = 3;
+
+/// Reads the envelopes of `{"commands":[...]}`, logging and skipping the ones without a
+/// usable id, because no result can name them. A response that is not JSON, has no
+/// `commands` array or lists more than `MAX_PENDING_COMMANDS` yields nothing.
+pub fn parse_pending(body: &[u8]) -> Vec<Envelope> {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(error) => {
+            log::error!(
+                "command poll: the response is not JSON ({} bytes): {error}; running none of it",
+                body.len()
+            );
+            return Vec::new();
+        }
+    };
+    let Some(commands) = value.get("commands").and_then(Value::as_array) else {
+        log::error!("command poll: the response has no \"commands\" array; ignoring it");
+        return Vec::new();
+    };
+    if commands.len() > MAX_PENDING_COMMANDS {
+        log::error!(
+            "command poll: the response lists {} commands, more than the {MAX_PENDING_COMMANDS} \
+             a poll accepts; running none of them (the public server must send fewer at a time)",
+            commands.len()
+        );
+        return Vec::new();
+    }
+
+    let mut envelopes = Vec::with_capacity(commands.len());
+    let mut skipped = 0;
+    for command in commands {
+        match parse_envelope(command) {
+            Ok(envelope) => envelopes.push(envelope),
+            Err(error) => {
+                skipped += 1;
+                if skipped <= SKIPPED_LOGGED {
+                    log::error!(
+                        "command poll: skipping a command that no result could name: {error}"
+                    );
+                }
+            }
+        }
+    }
+    if skipped > SKIPPED_LOGGED {
+        log::error!("command poll: skipped {skipped} commands that no result could name");
+    }
+    envelopes
+}
+
 fn cut(text: &str) -> String {
     text.chars().take(40).collect()
 }
@@ -182,7 +242,17 @@ pub(crate) fn parse_discovery(params: &Value) -> Result<DiscoveryRequest, String
     for (key, value) in object {
         match key.as_str() {
             "methods" => request.methods = parse_methods(value)?,
-            "ip_ranges" => request.ip_ranges = parse_strings(value, "ip_ranges")?,
+            "ip_ranges" => {
+                let ranges = parse_strings(value, "ip_ranges")?;
+                if ranges.len() > MAX_SCAN_RANGES {
+                    return Err(format!(
+                        "invalid ip_ranges: {} ranges is more than the limit of \
+                         {MAX_SCAN_RANGES}; name the subnets that hold thermostats",
+                        ranges.len()
+                    ));
+                }
+                request.ip_ranges = ranges;
+            }
             "timeout_seconds" => request.timeout = Some(parse_timeout(value)?),
             other => {
                 return Err(format!(
@@ -255,6 +325,37 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn pending_skips_commands_without_id() {
+        let body = br#"{"commands":[{"command":"set_state"},{"command_id":"c2","command":"x"}]}"#;
+        let envelopes = parse_pending(body);
+        let ids: Vec<&str> = envelopes.iter().map(|e| e.command_id.as_str()).collect();
+        assert_eq!(ids, vec!["c2"]);
+    }
+
+    #[test]
+    fn pending_refuses_a_list_over_the_limit() {
+        let entry = |n: usize| json!({"command_id": format!("c{n}"), "command": "x"});
+        let within: Vec<Value> = (0..MAX_PENDING_COMMANDS).map(entry).collect();
+        let body = json!({ "commands": within }).to_string();
+        assert_eq!(parse_pending(body.as_bytes()).len(), MAX_PENDING_COMMANDS);
+
+        let over: Vec<Value> = (0..=MAX_PENDING_COMMANDS).map(entry).collect();
+        let body = json!({ "commands": over }).to_string();
+        assert!(parse_pending(body.as_bytes()).is_empty());
+    }
+
+    #[test]
+    fn pending_with_trailing_garbage_runs_nothing() {
+        let body = br#"{"commands":[{"command_id":"c1","command":"set_state"}]} trailing"#;
+        assert!(parse_pending(body).is_empty());
+    }
+
+    #[test]
+    fn pending_ignores_non_json() {
+        assert!(parse_pending(b"<html>").is_empty());
+    }
 
     const KNOWN: &str = "5cdad4a0a0a1";
 
@@ -338,6 +439,17 @@ mod tests {
             panic!("expected discover_devices, got {command:?}");
         };
         assert_eq!(request.methods, vec!["database", "udp", "tcp"]);
+    }
+
+    #[test]
+    fn discovery_too_many_ranges_rejected() {
+        let ranges: Vec<String> = (0..=MAX_SCAN_RANGES)
+            .map(|i| format!("10.0.{i}.0/24"))
+            .collect();
+        let error = parse_discovery(&json!({ "ip_ranges": ranges })).expect_err("17 ranges");
+        assert!(error.contains("more than the limit"), "{error}");
+        let ranges = &ranges[..MAX_SCAN_RANGES];
+        assert!(parse_discovery(&json!({ "ip_ranges": ranges })).is_ok());
     }
 
     #[test]

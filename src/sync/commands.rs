@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::SyncContext;
 use super::client::{Sent, Stream};
-use super::command::{Command, DiscoveryRequest, Envelope, parse_envelope, validate};
+use super::command::{Command, DiscoveryRequest, Envelope, parse_pending, validate};
 use super::protocol::{
     PENDING_COMMANDS_PATH, RESULTS_PATH, ResultStatus, StatusReading, result_entry,
 };
@@ -120,33 +120,6 @@ impl CommandPoll {
         }
         interval
     }
-}
-
-/// Reads the envelopes of `{"commands":[...]}`, logging and skipping the ones without a
-/// usable id, because no result can name them.
-fn parse_pending(body: &[u8]) -> Vec<Envelope> {
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(value) => value,
-        Err(error) => {
-            log::error!("command poll: the response is not JSON: {error}; ignoring it");
-            return Vec::new();
-        }
-    };
-    let Some(commands) = value.get("commands").and_then(Value::as_array) else {
-        log::error!("command poll: the response has no \"commands\" array; ignoring it");
-        return Vec::new();
-    };
-
-    let mut envelopes = Vec::with_capacity(commands.len());
-    for command in commands {
-        match parse_envelope(command) {
-            Ok(envelope) => envelopes.push(envelope),
-            Err(error) => {
-                log::error!("command poll: skipping a command that no result could name: {error}")
-            }
-        }
-    }
-    envelopes
 }
 
 /// Claims the command in the log, then executes it, resends its stored result, or
@@ -456,19 +429,6 @@ impl Results {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pending_skips_commands_without_id() {
-        let body = br#"{"commands":[{"command":"set_state"},{"command_id":"c2","command":"x"}]}"#;
-        let envelopes = parse_pending(body);
-        let ids: Vec<&str> = envelopes.iter().map(|e| e.command_id.as_str()).collect();
-        assert_eq!(ids, vec!["c2"]);
-    }
-
-    #[test]
-    fn pending_ignores_non_json() {
-        assert!(parse_pending(b"<html>").is_empty());
-    }
 
     #[test]
     fn running_set_refuses_second_start() {

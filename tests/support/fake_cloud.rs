@@ -5,6 +5,11 @@
 //! rows by (thermostat_id, minute_ts), results by command_id. A queued command stays
 //! pending until a final result (not `inprogress`) for it arrives.
 
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the modes"
+)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -34,6 +39,16 @@ pub enum Mode {
     Hang,
     /// Reads the request and closes the connection without an answer.
     Drop,
+    /// Responds with this status, extra header lines (each ending in `\r\n`) and this
+    /// exact body, valid JSON or not.
+    Raw {
+        status: u16,
+        headers: String,
+        body: String,
+    },
+    /// Responds 200 with a body of `length` bytes: `start` (such as a valid command
+    /// list) followed by spaces, streamed so the server never holds it whole.
+    Huge { start: String, length: usize },
 }
 
 /// Everything the server received and holds.
@@ -84,6 +99,19 @@ impl FakeCloud {
     /// the CA in `ca_file`.
     pub fn start(site_id: &str, token: &str) -> Self {
         let pki = make_pki();
+        Self::start_with(site_id, token, pki.server_config, &pki.ca_pem)
+    }
+
+    /// Starts a server whose certificate, signed by the trusted CA, expired in 2021.
+    pub fn start_expired(site_id: &str, token: &str) -> Self {
+        let pki = make_pki_for(SERVER_NAMES, true);
+        Self::start_with(site_id, token, pki.server_config, &pki.ca_pem)
+    }
+
+    /// Starts a server whose certificate, signed by the trusted CA, names only
+    /// `other.invalid`, so a client that connects to 127.0.0.1 must refuse it.
+    pub fn start_wrong_host(site_id: &str, token: &str) -> Self {
+        let pki = make_pki_for(&["other.invalid"], false);
         Self::start_with(site_id, token, pki.server_config, &pki.ca_pem)
     }
 
@@ -232,6 +260,41 @@ impl Server {
                 format!("Retry-After: {retry_after_seconds}\r\n"),
                 json!({"error": "slow down"}),
             ),
+            Mode::Raw {
+                status,
+                headers,
+                body,
+            } => {
+                self.record(&request.method, &path, status);
+                let head = format!(
+                    "HTTP/1.1 {status} Status\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body.as_bytes());
+                let _ = stream.flush();
+                return;
+            }
+            Mode::Huge { start, length } => {
+                self.record(&request.method, &path, 200);
+                let start = start.as_bytes();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(start);
+                let padding = [b' '; 16 * 1024];
+                let mut left = length.saturating_sub(start.len());
+                while left > 0 {
+                    let now = left.min(padding.len());
+                    if stream.write_all(&padding[..now]).is_err() {
+                        return;
+                    }
+                    left -= now;
+                }
+                let _ = stream.flush();
+                return;
+            }
             Mode::Normal => self.answer(&request, &path),
         };
 
@@ -368,7 +431,16 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
+/// The names of a certificate that fits the server's address.
+const SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
+
 fn make_pki() -> TestPki {
+    make_pki_for(SERVER_NAMES, false)
+}
+
+/// Makes a CA and a server certificate for `names`, valid now or, when `expired`, only
+/// during 2020.
+fn make_pki_for(names: &[&str], expired: bool) -> TestPki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -381,9 +453,12 @@ fn make_pki() -> TestPki {
     let ca_key = KeyPair::generate().expect("CA key");
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
 
-    let server_params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("server parameters");
+    let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+    let mut server_params = CertificateParams::new(names).expect("server parameters");
+    if expired {
+        server_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        server_params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
     let server_key = KeyPair::generate().expect("server key");
     let server_certificate = server_params
         .signed_by(&server_key, &ca)

@@ -1,52 +1,57 @@
-//! A logger for integration tests that run the daemon in the test process. It keeps
-//! every line at info and above and copies it to stderr, so a test can look for a
-//! message or check that a secret is missing.
+//! A logger for integration tests that keeps every line in memory and copies it to
+//! stderr, so a test can check what the daemon logged: a fault reported once, a clear
+//! refusal, no secret.
 
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Mutex, Once};
 
-static LOG_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-struct CaptureLog;
+struct CaptureLogger;
 
-impl log::Log for CaptureLog {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Info
+impl log::Log for CaptureLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
         let line = format!("{} {}: {}", record.level(), record.target(), record.args());
         eprintln!("{line}");
-        lines().push(line);
+        LINES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(line);
     }
 
     fn flush(&self) {}
 }
 
-static CAPTURE: CaptureLog = CaptureLog;
+static LOGGER: CaptureLogger = CaptureLogger;
 
-fn lines() -> MutexGuard<'static, Vec<String>> {
-    LOG_LINES
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Installs the capturing logger once per test process.
-pub fn install() {
+/// Installs the capture for this test binary, once, at `level` and above. Each line
+/// reads `LEVEL target: message`.
+pub fn install(level: log::LevelFilter) {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
-        let _ = log::set_logger(&CAPTURE);
-        log::set_max_level(log::LevelFilter::Info);
+        log::set_logger(&LOGGER).expect("no other logger in this test binary");
+        log::set_max_level(level);
     });
 }
 
-/// Returns the captured lines that contain `text`, oldest first.
+/// Returns every captured line that contains `text` (all of them for `""`).
 pub fn lines_containing(text: &str) -> Vec<String> {
-    lines()
+    LINES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
         .iter()
         .filter(|line| line.contains(text))
         .cloned()
         .collect()
+}
+
+/// Drops the lines captured so far.
+pub fn clear() {
+    LINES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clear();
 }
