@@ -221,6 +221,14 @@ fn print_machine(options: &Options) {
         ),
         None => println!("daemon environment: none from a unit (--unit none)"),
     }
+    // The daemon also inherits the benchmark's own environment, glibc's tunables included.
+    let inherited: Vec<String> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("MALLOC_") || name == "GLIBC_TUNABLES")
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    if !inherited.is_empty() {
+        println!("inherited by the daemon: {}", inherited.join(" "));
+    }
     println!(
         "interval {INTERVAL_SECONDS} s; window {} s per size after {} s warm-up; floor loops {} s",
         options.seconds, options.warmup, options.floor_seconds
