@@ -112,3 +112,20 @@ fn http_replies_plain_and_chunked() {
     assert_eq!(parse_http_reply(cut), None);
     assert_eq!(parse_http_reply(b"garbage"), None);
 }
+
+#[test]
+fn unit_environment_lines_read_in_order() {
+    let unit = "[Service]\n\
+        # Environment=COMMENTED=1\n\
+        Environment=MALLOC_ARENA_MAX=2 \"GREETING=a b\"\n\
+        ExecStart=/bin/true\n\
+        Environment=MALLOC_ARENA_MAX=1\n";
+    assert_eq!(
+        unit_environment(unit),
+        vec![
+            ("GREETING".to_string(), "a b".to_string()),
+            ("MALLOC_ARENA_MAX".to_string(), "1".to_string()),
+        ]
+    );
+    assert!(unit_environment("Environment=A=1\nEnvironment=\n").is_empty());
+}

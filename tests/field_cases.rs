@@ -95,6 +95,53 @@ fn poll_for(fleet: &Fleet, timing: Timing) -> PollRun {
     poll_beside(fleet, timing, |_| {})
 }
 
+/// Builds the context of one poll task with `timing`'s interval.
+fn poll_context(
+    timing: &Timing,
+    sink: Arc<CollectingSink>,
+    status: Arc<StatusBoard>,
+    shutdown: Shutdown,
+) -> Arc<PollContext> {
+    Arc::new(PollContext {
+        sink,
+        health: Arc::new(Health::new(0)),
+        clock: Arc::new(SystemClock),
+        schedule: ScheduleOptions {
+            interval: timing.interval,
+            max_backoff: timing.interval * 8,
+            offline_after_failures: 3,
+        },
+        status,
+        outside: Arc::new(OutsideTemperature::disabled()),
+        shutdown,
+        went_offline: None,
+    })
+}
+
+/// A poll task lives as long as its thermostat is polled, so its future's size is
+/// memory per thermostat: a write or request held inline would cost every thermostat.
+#[test]
+fn poll_task_future_stays_small() {
+    let timing = fast_timing(Duration::from_secs(1));
+    let context = poll_context(
+        &timing,
+        Arc::new(CollectingSink::default()),
+        Arc::new(StatusBoard::new()),
+        Shutdown::new(),
+    );
+    let id = ThermostatId::parse("5cdad4000001").expect("valid uuid");
+    let address = DeviceAddress::new(std::net::SocketAddr::from(([127, 0, 0, 1], 9)));
+    let link = Arc::new(DeviceLink::new(address, timing.link));
+
+    // The future is never polled, so nothing is sent.
+    let future = poll_thermostat(id, link, Instant::now(), context);
+    let size = std::mem::size_of_val(&future);
+    assert!(
+        size <= 2048,
+        "the poll task's future is {size} bytes: box the await that made it grow"
+    );
+}
+
 /// Like [`poll_for`], with `beside` running on another thread meanwhile, given the
 /// link the poller uses.
 fn poll_beside(
@@ -106,20 +153,7 @@ fn poll_beside(
     let sink = Arc::new(CollectingSink::default());
     let status = Arc::new(StatusBoard::new());
     let shutdown = Shutdown::new();
-    let context = Arc::new(PollContext {
-        sink: sink.clone(),
-        health: Arc::new(Health::new(0)),
-        clock: Arc::new(SystemClock),
-        schedule: ScheduleOptions {
-            interval: timing.interval,
-            max_backoff: timing.interval * 8,
-            offline_after_failures: 3,
-        },
-        status: status.clone(),
-        outside: Arc::new(OutsideTemperature::disabled()),
-        shutdown: shutdown.clone(),
-        went_offline: None,
-    });
+    let context = poll_context(&timing, sink.clone(), status.clone(), shutdown.clone());
 
     let id = ThermostatId::parse(device.uuid()).expect("simulator uuid is valid");
     let link = Arc::new(DeviceLink::new(

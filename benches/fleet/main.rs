@@ -9,7 +9,8 @@
 //! (fleet of the realistic-latency run, default 200, 0 skips it), `--floor-seconds N`
 //! (default 10), `--daemon PATH` (default: the binary cargo built with the bench),
 //! `--log-level LEVEL` (the daemon's, default warn; its log stays in the work folder
-//! when a run fails).
+//! when a run fails), `--unit FILE|none` (the systemd unit whose `Environment=` lines
+//! the daemon runs with, default systemd/thermostat-server.service; `none` for none).
 //! The docs are in docs/BENCHMARKS.md.
 
 mod child;
@@ -27,7 +28,7 @@ use thermostat_server::pgtemp::TempPostgres;
 use child::{FleetStats, http_get};
 use measure::{
     Buckets, CpuTicks, family_sum, format_bound_ms, median, metric_value, micros_per,
-    parse_proc_stat, parse_sizes, parse_status_kib, ticks_to_duration,
+    parse_proc_stat, parse_sizes, parse_status_kib, ticks_to_duration, unit_environment,
 };
 
 /// The daemon's poll interval in every run.
@@ -65,6 +66,9 @@ struct Options {
     floor_seconds: u64,
     daemon: PathBuf,
     log_level: String,
+    /// The variables of the shipped unit's `Environment=` lines, and the unit's path.
+    environment: Vec<(String, String)>,
+    unit: Option<PathBuf>,
 }
 
 impl Options {
@@ -77,6 +81,10 @@ impl Options {
             floor_seconds: 10,
             daemon: PathBuf::from(env!("CARGO_BIN_EXE_thermostat-server")),
             log_level: "warn".into(),
+            environment: Vec::new(),
+            unit: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/thermostat-server.service"),
+            ),
         };
         let mut iter = args.iter();
         while let Some(flag) = iter.next() {
@@ -97,8 +105,22 @@ impl Options {
                 "--floor-seconds" => options.floor_seconds = number(value()?)?.max(1),
                 "--daemon" => options.daemon = PathBuf::from(value()?),
                 "--log-level" => options.log_level = value()?,
+                "--unit" => {
+                    options.unit = Some(value()?)
+                        .filter(|unit| unit != "none")
+                        .map(PathBuf::from)
+                }
                 other => return Err(format!("unknown option {other}; see benches/fleet/main.rs")),
             }
+        }
+        if let Some(unit) = &options.unit {
+            let text = std::fs::read_to_string(unit).map_err(|error| {
+                format!(
+                    "cannot read the unit {}: {error}; pass --unit none to run without its environment",
+                    unit.display()
+                )
+            })?;
+            options.environment = unit_environment(&text);
         }
         Ok(options)
     }
@@ -182,6 +204,31 @@ fn print_machine(options: &Options) {
         binary_size,
         binary_size as f64 / 1048576.0
     );
+    let environment: Vec<String> = options
+        .environment
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    match &options.unit {
+        Some(unit) => println!(
+            "daemon environment from {}: {}",
+            unit.display(),
+            if environment.is_empty() {
+                "(none)".to_string()
+            } else {
+                environment.join(" ")
+            }
+        ),
+        None => println!("daemon environment: none from a unit (--unit none)"),
+    }
+    // The daemon also inherits the benchmark's own environment, glibc's tunables included.
+    let inherited: Vec<String> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("MALLOC_") || name == "GLIBC_TUNABLES")
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    if !inherited.is_empty() {
+        println!("inherited by the daemon: {}", inherited.join(" "));
+    }
     println!(
         "interval {INTERVAL_SECONDS} s; window {} s per size after {} s warm-up; floor loops {} s",
         options.seconds, options.warmup, options.floor_seconds
@@ -209,7 +256,7 @@ fn run_fleet(
     let config = work.join(format!("{database}.toml"));
     write_config(&config, &url, api, &simulator.addresses, &options.log_level)?;
     let log = work.join(format!("{database}.log"));
-    let mut daemon = Daemon::start(&options.daemon, &config, &log)?;
+    let mut daemon = Daemon::start(&options.daemon, &options.environment, &config, &log)?;
 
     let result = (|| {
         wait_until_polling(&daemon, api, size, &log)?;
@@ -613,9 +660,15 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(binary: &Path, config: &Path, log: &Path) -> Result<Self, String> {
+    fn start(
+        binary: &Path,
+        environment: &[(String, String)],
+        config: &Path,
+        log: &Path,
+    ) -> Result<Self, String> {
         let log_file = std::fs::File::create(log).map_err(|e| e.to_string())?;
         let child = Command::new(binary)
+            .envs(environment.iter().map(|(name, value)| (name, value)))
             .arg("run")
             .arg("--config")
             .arg(config)

@@ -192,3 +192,48 @@ pub fn parse_http_reply(reply: &[u8]) -> Option<(u16, Vec<u8>)> {
         rest = rest.get(size + 2..)?;
     }
 }
+
+/// The variables that the `Environment=` lines of a systemd unit set, in order: each
+/// line holds `NAME=VALUE` words separated by spaces, a word optionally in double
+/// quotes. Comments and other lines are skipped; an empty `Environment=` clears the
+/// list, as in systemd.
+pub fn unit_environment(unit: &str) -> Vec<(String, String)> {
+    let mut variables: Vec<(String, String)> = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        let Some(words) = line.strip_prefix("Environment=") else {
+            continue;
+        };
+        if words.trim().is_empty() {
+            variables.clear();
+        }
+        for word in split_unit_words(words) {
+            if let Some((name, value)) = word.split_once('=') {
+                variables.retain(|(known, _)| known != name);
+                variables.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    variables
+}
+
+/// Splits at spaces outside double quotes and drops the quotes.
+fn split_unit_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}

@@ -232,7 +232,7 @@ mod tests {
         let reply = lan()
             .check_token(true, Some("Bearer nope"))
             .expect_err("wrong");
-        assert!(!reply.body.contains(TOKEN));
+        assert!(!reply.body.to_string().contains(TOKEN));
     }
 
     #[test]

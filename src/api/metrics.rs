@@ -1,16 +1,50 @@
 //! `GET /metrics` in the Prometheus text exposition format (version 0.0.4): polls and
 //! failures per thermostat, the poll duration and lateness histograms, store queue depths, buffered and
 //! dropped readings, database write time, and build info. Rendering is pure.
+//!
+//! The page has about ten lines per thermostat, so it is sent in pieces of
+//! [`ROWS_PER_PIECE`] thermostats, made while the response is written, from a copy of
+//! the few counters it shows. So a scrape never keeps the whole page or a copy of every
+//! status in memory.
 
 use std::fmt::Write;
 
 use super::ApiState;
-use super::reply::{PROMETHEUS_TEXT, Reply};
-use crate::desired::DesiredSnapshot;
+use super::reply::{Body, PROMETHEUS_TEXT, Reply};
+use crate::desired::DriftCounters;
 use crate::health::HealthSnapshot;
 use crate::poll::ThermostatStatus;
 use crate::poll::status::Histogram;
 use crate::thermostat::ThermostatId;
+
+/// Thermostats per piece of the page. A piece is at most about 20 KB: the drift family
+/// has four series of about 80 bytes per thermostat.
+pub const ROWS_PER_PIECE: usize = 64;
+
+/// The poll counters of one thermostat that the page shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PollCounters {
+    pub polls: u64,
+    pub failures: u64,
+    pub online: bool,
+}
+
+impl From<&ThermostatStatus> for PollCounters {
+    fn from(status: &ThermostatStatus) -> Self {
+        Self {
+            polls: status.polls,
+            failures: status.failures,
+            online: status.online,
+        }
+    }
+}
+
+/// The desired-state counters of one thermostat that the page shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DesiredCounters {
+    pub counters: DriftCounters,
+    pub holding_settings: bool,
+}
 
 /// Everything one scrape shows.
 #[derive(Debug, Clone)]
@@ -19,7 +53,8 @@ pub struct MetricsInput {
     /// Unix seconds.
     pub now: i64,
     pub health: HealthSnapshot,
-    pub statuses: Vec<(ThermostatId, ThermostatStatus)>,
+    /// The poll counters of each polled thermostat, sorted by uuid.
+    pub statuses: Vec<(ThermostatId, PollCounters)>,
     pub latency: Histogram,
     /// Time from each poll's grid tick to the start of its request.
     pub lateness: Histogram,
@@ -31,8 +66,8 @@ pub struct MetricsInput {
     pub public_server: Option<crate::sync::LinkReport>,
     /// The rows waiting for the public server; `None` without sync or while the database is away.
     pub sync_backlog: Option<crate::store::SyncBacklog>,
-    /// The desired state and drift counters of each polled thermostat.
-    pub desired: Vec<(ThermostatId, DesiredSnapshot)>,
+    /// The drift counters of each polled thermostat, sorted by uuid.
+    pub desired: Vec<(ThermostatId, DesiredCounters)>,
 }
 
 pub fn metrics(state: &ApiState) -> Reply {
@@ -41,7 +76,7 @@ pub fn metrics(state: &ApiState) -> Reply {
         version: env!("CARGO_PKG_VERSION"),
         now: state.clock.now().as_second(),
         health: state.health.snapshot(),
-        statuses: state.status.all(),
+        statuses: state.status.map_all(|status| PollCounters::from(status)),
         latency: state.status.latency(),
         lateness: state.status.lateness(),
         sample_queue,
@@ -55,54 +90,268 @@ pub fn metrics(state: &ApiState) -> Reply {
             .registry
             .controllers()
             .iter()
-            .map(|controller| (controller.id().clone(), controller.snapshot()))
+            .map(|controller| {
+                let (counters, holding_settings) = controller.counters();
+                let counters = DesiredCounters {
+                    counters,
+                    holding_settings,
+                };
+                (controller.id().clone(), counters)
+            })
             .collect(),
     };
     Reply {
         status: 200,
         content_type: PROMETHEUS_TEXT,
-        body: render(&input),
+        body: body(input),
         headers: Vec::new(),
     }
 }
 
-/// Renders the metrics. Timestamps of events that never happened are left out.
-pub fn render(input: &MetricsInput) -> String {
-    let mut out = String::new();
-    family(
-        &mut out,
-        "thermostat_build_info",
-        "gauge",
-        "Version of the running daemon.",
-    );
-    let build = format!(
-        "thermostat_build_info{{version=\"{}\"}}",
-        escape(input.version)
-    );
-    sample(&mut out, &build, 1);
-
-    per_thermostat(&mut out, input, PER_THERMOSTAT_POLLS);
-    per_thermostat(&mut out, input, PER_THERMOSTAT_FAILURES);
-    per_thermostat(&mut out, input, PER_THERMOSTAT_ONLINE);
-    histogram(
-        &mut out,
-        "thermostat_poll_duration_seconds",
-        "Duration of successful polls, request to parsed reply.",
-        &input.latency,
-    );
-    histogram(
-        &mut out,
-        "thermostat_poll_lateness_seconds",
-        "Time from each poll's grid tick to the start of its request.",
-        &input.lateness,
-    );
-    desired_state(&mut out, &input.desired);
-
-    for (name, kind, help, value) in unlabelled(input) {
-        family(&mut out, name, kind, help);
-        sample(&mut out, name, value);
+/// Returns the page as a body sent in pieces.
+pub fn body(input: MetricsInput) -> Body {
+    let length = MetricsPieces::new(&input).map(|piece| piece.len()).sum();
+    Body::Pieces {
+        length,
+        pieces: Box::new(MetricsPieces::new(input)),
     }
-    out
+}
+
+/// Renders the whole page. Timestamps of events that never happened are left out.
+pub fn render(input: &MetricsInput) -> String {
+    MetricsPieces::new(input).collect()
+}
+
+/// The parts of the page, in order.
+#[derive(Clone, Copy)]
+enum Part {
+    BuildInfo,
+    PerThermostat(&'static RowFamily),
+    Histograms,
+    Unlabelled,
+}
+
+const PAGE: [Part; 11] = [
+    Part::BuildInfo,
+    Part::PerThermostat(&POLLS),
+    Part::PerThermostat(&FAILURES),
+    Part::PerThermostat(&ONLINE),
+    Part::Histograms,
+    Part::PerThermostat(&DRIFT_EVENTS),
+    Part::PerThermostat(&REAPPLIED),
+    Part::PerThermostat(&REAPPLY_FAILURES),
+    Part::PerThermostat(&COALESCED),
+    Part::PerThermostat(&HOLDING),
+    Part::Unlabelled,
+];
+
+/// The pieces of the page: one piece per part without thermostat labels, and one per
+/// [`ROWS_PER_PIECE`] thermostats of each family with a series per thermostat.
+struct MetricsPieces<I> {
+    input: I,
+    /// Index in [`PAGE`] of the part the next piece starts.
+    part: usize,
+    /// The first thermostat of the next piece, in a family per thermostat.
+    row: usize,
+}
+
+impl<I: std::borrow::Borrow<MetricsInput>> MetricsPieces<I> {
+    fn new(input: I) -> Self {
+        Self {
+            input,
+            part: 0,
+            row: 0,
+        }
+    }
+}
+
+impl<I: std::borrow::Borrow<MetricsInput>> Iterator for MetricsPieces<I> {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.part >= PAGE.len() {
+            return None;
+        }
+        let input = self.input.borrow();
+        let mut out = String::new();
+        match PAGE[self.part] {
+            Part::BuildInfo => {
+                family(
+                    &mut out,
+                    "thermostat_build_info",
+                    "gauge",
+                    "Version of the running daemon.",
+                );
+                let build = format!(
+                    "thermostat_build_info{{version=\"{}\"}}",
+                    escape(input.version)
+                );
+                sample(&mut out, &build, 1);
+            }
+            Part::PerThermostat(rows) => {
+                let total = rows.count(input);
+                if self.row == 0 {
+                    family(&mut out, rows.name, rows.kind, rows.help);
+                }
+                let end = total.min(self.row + ROWS_PER_PIECE);
+                for index in self.row..end {
+                    rows.write(&mut out, input, index);
+                }
+                if end < total {
+                    self.row = end;
+                    return Some(out);
+                }
+                self.row = 0;
+            }
+            Part::Histograms => {
+                histogram(
+                    &mut out,
+                    "thermostat_poll_duration_seconds",
+                    "Duration of successful polls, request to parsed reply.",
+                    &input.latency,
+                );
+                histogram(
+                    &mut out,
+                    "thermostat_poll_lateness_seconds",
+                    "Time from each poll's grid tick to the start of its request.",
+                    &input.lateness,
+                );
+            }
+            Part::Unlabelled => {
+                for (name, kind, help, value) in unlabelled(input) {
+                    family(&mut out, name, kind, help);
+                    sample(&mut out, name, value);
+                }
+            }
+        }
+        self.part += 1;
+        Some(out)
+    }
+}
+
+/// A family with series per thermostat: name, type, help text and the series.
+struct RowFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    series: Series,
+}
+
+/// The series of a family per thermostat.
+#[derive(Clone, Copy)]
+enum Series {
+    /// One series per polled thermostat.
+    Poll(fn(&PollCounters) -> u64),
+    /// One series per thermostat with a controller.
+    Desired(fn(&DesiredCounters) -> u64),
+    /// Four series per thermostat with a controller, one per kind of drift.
+    DriftKinds,
+}
+
+impl RowFamily {
+    /// Returns the number of thermostats that the family has series for.
+    fn count(&self, input: &MetricsInput) -> usize {
+        match self.series {
+            Series::Poll(_) => input.statuses.len(),
+            Series::Desired(_) | Series::DriftKinds => input.desired.len(),
+        }
+    }
+
+    /// Writes the series of the thermostat at `index`.
+    fn write(&self, out: &mut String, input: &MetricsInput, index: usize) {
+        let name = self.name;
+        match self.series {
+            Series::Poll(value) => {
+                let (id, counters) = &input.statuses[index];
+                labelled(out, name, id, None, value(counters));
+            }
+            Series::Desired(value) => {
+                let (id, desired) = &input.desired[index];
+                labelled(out, name, id, None, value(desired));
+            }
+            Series::DriftKinds => {
+                let (id, desired) = &input.desired[index];
+                let counters = &desired.counters;
+                let kinds = [
+                    ("wall_change", counters.wall_changes),
+                    ("device_reset", counters.resets),
+                    ("write_dropped", counters.dropped_writes),
+                    ("clock_jump", counters.clock_jumps),
+                ];
+                for (kind, value) in kinds {
+                    labelled(out, name, id, Some(kind), value);
+                }
+            }
+        }
+    }
+}
+
+const POLLS: RowFamily = RowFamily {
+    name: "thermostat_polls_total",
+    kind: "counter",
+    help: "Polls since start, failed ones included.",
+    series: Series::Poll(|counters| counters.polls),
+};
+
+const FAILURES: RowFamily = RowFamily {
+    name: "thermostat_poll_failures_total",
+    kind: "counter",
+    help: "Failed polls since start.",
+    series: Series::Poll(|counters| counters.failures),
+};
+
+const ONLINE: RowFamily = RowFamily {
+    name: "thermostat_online",
+    kind: "gauge",
+    help: "1 while the thermostat answers polls, 0 once it counts as offline.",
+    series: Series::Poll(|counters| u64::from(counters.online)),
+};
+
+const DRIFT_EVENTS: RowFamily = RowFamily {
+    name: "thermostat_drift_events_total",
+    kind: "counter",
+    help: "Differences from the desired state since start, by kind.",
+    series: Series::DriftKinds,
+};
+
+const REAPPLIED: RowFamily = RowFamily {
+    name: "thermostat_reapplied_total",
+    kind: "counter",
+    help: "Desired settings written again and read back as commanded.",
+    series: Series::Desired(|desired| desired.counters.reapplied),
+};
+
+const REAPPLY_FAILURES: RowFamily = RowFamily {
+    name: "thermostat_reapply_failures_total",
+    kind: "counter",
+    help: "Writes of the desired settings that failed.",
+    series: Series::Desired(|desired| desired.counters.reapply_failures),
+};
+
+const COALESCED: RowFamily = RowFamily {
+    name: "thermostat_commands_coalesced_total",
+    kind: "counter",
+    help: "Commands merged into a change already waiting for the thermostat.",
+    series: Series::Desired(|desired| desired.counters.coalesced_commands),
+};
+
+const HOLDING: RowFamily = RowFamily {
+    name: "thermostat_holding_settings",
+    kind: "gauge",
+    help: "1 while the thermostat holds its desired settings, 0 after the retry budget ran out.",
+    series: Series::Desired(|desired| u64::from(desired.holding_settings)),
+};
+
+/// Writes `name{thermostat_id="id"} value`, with `kind="kind"` after the uuid if given.
+fn labelled(out: &mut String, name: &str, id: &ThermostatId, kind: Option<&str>, value: u64) {
+    let id = escape(id.as_str());
+    let _ = match kind {
+        Some(kind) => writeln!(
+            out,
+            "{name}{{thermostat_id=\"{id}\",kind=\"{kind}\"}} {value}"
+        ),
+        None => writeln!(out, "{name}{{thermostat_id=\"{id}\"}} {value}"),
+    };
 }
 
 /// Name, type, help text and value of each metric without labels.
@@ -214,33 +463,6 @@ fn unlabelled(input: &MetricsInput) -> Vec<(&'static str, &'static str, &'static
     metrics
 }
 
-/// A metric with one series per thermostat: name, type, help text and value.
-type PerThermostat = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&ThermostatStatus) -> u64,
-);
-
-const PER_THERMOSTAT_POLLS: PerThermostat = (
-    "thermostat_polls_total",
-    "counter",
-    "Polls since start, failed ones included.",
-    |status| status.polls,
-);
-const PER_THERMOSTAT_FAILURES: PerThermostat = (
-    "thermostat_poll_failures_total",
-    "counter",
-    "Failed polls since start.",
-    |status| status.failures,
-);
-const PER_THERMOSTAT_ONLINE: PerThermostat = (
-    "thermostat_online",
-    "gauge",
-    "1 while the thermostat answers polls, 0 once it counts as offline.",
-    |status| u64::from(status.online),
-);
-
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -248,83 +470,6 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 fn sample(out: &mut String, series: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "{series} {value}");
-}
-
-fn per_thermostat(out: &mut String, input: &MetricsInput, metric: PerThermostat) {
-    let (name, kind, help, value) = metric;
-    family(out, name, kind, help);
-    for (id, status) in &input.statuses {
-        let series = format!("{name}{{thermostat_id=\"{}\"}}", escape(id.as_str()));
-        sample(out, &series, value(status));
-    }
-}
-
-/// A desired-state metric with one series per thermostat: name, type, help and value.
-type PerDesired = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&DesiredSnapshot) -> u64,
-);
-
-/// The drift and enforcement series of each thermostat.
-fn desired_state(out: &mut String, desired: &[(ThermostatId, DesiredSnapshot)]) {
-    let name = "thermostat_drift_events_total";
-    family(
-        out,
-        name,
-        "counter",
-        "Differences from the desired state since start, by kind.",
-    );
-    for (id, snapshot) in desired {
-        let counters = &snapshot.counters;
-        let kinds = [
-            ("wall_change", counters.wall_changes),
-            ("device_reset", counters.resets),
-            ("write_dropped", counters.dropped_writes),
-            ("clock_jump", counters.clock_jumps),
-        ];
-        for (kind, value) in kinds {
-            let series = format!(
-                "{name}{{thermostat_id=\"{}\",kind=\"{kind}\"}}",
-                escape(id.as_str())
-            );
-            sample(out, &series, value);
-        }
-    }
-    let single: [PerDesired; 4] = [
-        (
-            "thermostat_reapplied_total",
-            "counter",
-            "Desired settings written again and read back as commanded.",
-            |snapshot| snapshot.counters.reapplied,
-        ),
-        (
-            "thermostat_reapply_failures_total",
-            "counter",
-            "Writes of the desired settings that failed.",
-            |snapshot| snapshot.counters.reapply_failures,
-        ),
-        (
-            "thermostat_commands_coalesced_total",
-            "counter",
-            "Commands merged into a change already waiting for the thermostat.",
-            |snapshot| snapshot.counters.coalesced_commands,
-        ),
-        (
-            "thermostat_holding_settings",
-            "gauge",
-            "1 while the thermostat holds its desired settings, 0 after the retry budget ran out.",
-            |snapshot| u64::from(snapshot.holding_settings),
-        ),
-    ];
-    for (name, kind, help, value) in single {
-        family(out, name, kind, help);
-        for (id, snapshot) in desired {
-            let series = format!("{name}{{thermostat_id=\"{}\"}}", escape(id.as_str()));
-            sample(out, &series, value(snapshot));
-        }
-    }
 }
 
 /// Renders `histogram` as the family `name`, followed by the gauge `{name}_max`, the
@@ -401,7 +546,7 @@ mod tests {
                 database_writes: 40,
                 database_write_micros: 120_000,
             },
-            statuses: vec![(id.clone(), status)],
+            statuses: vec![(id.clone(), PollCounters::from(&status))],
             latency,
             lateness,
             sample_queue: 0,
@@ -418,14 +563,8 @@ mod tests {
             }),
             desired: vec![(
                 id,
-                DesiredSnapshot {
-                    settings: crate::control::SettingsChange::default(),
-                    source: Some("local_api".into()),
-                    commanded_at: None,
-                    policy: crate::desired::Policy::Enforce,
+                DesiredCounters {
                     holding_settings: false,
-                    failed_reapplies: 3,
-                    drift_fields: vec!["hold"],
                     counters: crate::desired::DriftCounters {
                         resets: 2,
                         reapplied: 1,
@@ -534,6 +673,62 @@ mod tests {
             value_of(&text, "thermostat_poll_duration_seconds_max").as_deref(),
             Some("2.400000")
         );
+    }
+
+    /// Builds an input whose fleet spans several pieces of every family per thermostat.
+    fn fleet_input(size: usize) -> MetricsInput {
+        let mut input = input();
+        let (_, status) = input.statuses[0];
+        let (_, desired) = input.desired[0];
+        let ids = (0..size).map(|n| ThermostatId::parse(&format!("5cdad4{n:06}")).expect("id"));
+        input.statuses = ids.clone().map(|id| (id, status)).collect();
+        input.desired = ids.map(|id| (id, desired)).collect();
+        input
+    }
+
+    #[test]
+    fn pieces_make_the_whole_page_and_its_length() {
+        let input = fleet_input(ROWS_PER_PIECE * 2 + 5);
+        let whole = render(&input);
+        let Body::Pieces { length, pieces } = body(input.clone()) else {
+            panic!("the page is not sent in pieces");
+        };
+        let pieces: Vec<String> = pieces.collect();
+        assert_eq!(length, whole.len());
+        assert_eq!(pieces.concat(), whole);
+        assert!(pieces.iter().all(|piece| piece.ends_with('\n')));
+        // Eight families of three pieces each, then build info, histograms and the rest.
+        assert_eq!(pieces.len(), 8 * 3 + 3);
+        let max_lines = 4 * ROWS_PER_PIECE + 2;
+        assert!(
+            pieces
+                .iter()
+                .all(|piece| piece.lines().count() <= max_lines),
+            "a piece holds more than {ROWS_PER_PIECE} thermostats"
+        );
+        let last = "thermostat_holding_settings{thermostat_id=\"5cdad4000132\"} 0";
+        assert_eq!(whole.lines().filter(|line| *line == last).count(), 1);
+        for name in ["thermostat_polls_total", "thermostat_drift_events_total"] {
+            let headers = format!("# TYPE {name} ");
+            assert_eq!(whole.matches(&headers).count(), 1, "{name}");
+        }
+        let drift = whole
+            .lines()
+            .filter(|line| line.starts_with("thermostat_drift_events_total{"))
+            .count();
+        assert_eq!(drift, 4 * input.desired.len());
+    }
+
+    #[test]
+    fn body_reader_returns_every_piece() {
+        use std::io::Read;
+        let input = fleet_input(ROWS_PER_PIECE + 1);
+        let whole = render(&input);
+        let (length, mut reader) = body(input).into_reader();
+        let mut text = String::new();
+        reader.read_to_string(&mut text).expect("read the body");
+        assert_eq!(length, text.len());
+        assert_eq!(text, whole);
     }
 
     #[test]

@@ -183,7 +183,11 @@ pub(crate) fn header(request: &Request, name: &str) -> Option<String> {
 }
 
 fn send(request: Request, reply: Reply, path: &str) {
-    let mut response = Response::from_string(reply.body).with_status_code(reply.status);
+    let (length, body) = reply.body.into_reader();
+    // A known length and no chunk threshold: tiny_http then sends a `Content-Length`
+    // instead of chunked encoding, whatever the size.
+    let mut response = Response::new(reply.status.into(), Vec::new(), body, Some(length), None)
+        .with_chunked_threshold(usize::MAX);
     let fixed = [
         ("Content-Type", reply.content_type),
         ("Cache-Control", "no-store"),

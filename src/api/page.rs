@@ -7,7 +7,8 @@ use std::fmt::Write;
 use jiff::tz::TimeZone;
 
 use super::ApiState;
-use super::reply::{HTML, Reply};
+use super::metrics::ROWS_PER_PIECE;
+use super::reply::{Body, HTML, Reply};
 use super::views::{newest_state, tstate_name};
 use crate::desired::{DesiredSnapshot, Policy};
 use crate::poll::ThermostatStatus;
@@ -66,10 +67,11 @@ pub fn status_page(state: &ApiState) -> Reply {
         Some(overviews) => overviews
             .iter()
             .map(|overview| {
+                // `all` sorts by uuid.
                 let status = statuses
-                    .iter()
-                    .find(|(id, _)| *id == overview.record.id)
-                    .map(|(_, status)| status);
+                    .binary_search_by(|(id, _)| id.cmp(&overview.record.id))
+                    .ok()
+                    .map(|index| &statuses[index].1);
                 let mut row = row(
                     Some(overview),
                     status,
@@ -126,7 +128,7 @@ pub fn status_page(state: &ApiState) -> Reply {
     Reply {
         status: 200,
         content_type: HTML,
-        body: render(&input),
+        body: body(input),
         headers: vec![(
             "Content-Security-Policy",
             "default-src 'none'; style-src 'unsafe-inline'".to_string(),
@@ -202,8 +204,37 @@ fn local_time(ts: jiff::Timestamp, time_zone: &TimeZone) -> String {
         .to_string()
 }
 
+/// Returns the page as a body sent in pieces: the head, then [`ROWS_PER_PIECE`] thermostats per
+/// piece, then the end, so the page for a large fleet is never in memory as a whole.
+pub fn body(input: PageInput) -> Body {
+    let rows = input.rows.len().div_ceil(ROWS_PER_PIECE);
+    Body::in_pieces(rows + 2, move |index| match index {
+        0 => render_head(&input),
+        index if index <= rows => {
+            let start = (index - 1) * ROWS_PER_PIECE;
+            let end = input.rows.len().min(start + ROWS_PER_PIECE);
+            let mut html = String::new();
+            for row in &input.rows[start..end] {
+                render_row(&mut html, row);
+            }
+            html
+        }
+        _ => render_tail(),
+    })
+}
+
 /// Renders the page. Every value from a device or the database is HTML-escaped.
 pub fn render(input: &PageInput) -> String {
+    let mut html = render_head(input);
+    for row in &input.rows {
+        render_row(&mut html, row);
+    }
+    html.push_str(&render_tail());
+    html
+}
+
+/// The page up to the first thermostat's card.
+fn render_head(input: &PageInput) -> String {
     let mut html = String::new();
     let site = escape(&input.site_name);
     let _ = write!(
@@ -236,11 +267,12 @@ pub fn render(input: &PageInput) -> String {
         html.push_str("<p>No thermostat is known yet.</p>\n");
     }
     html.push_str("<section class=\"cards\">\n");
-    for row in &input.rows {
-        render_row(&mut html, row);
-    }
-    html.push_str("</section>\n</body>\n</html>\n");
     html
+}
+
+/// The page after the last thermostat's card.
+fn render_tail() -> String {
+    "</section>\n</body>\n</html>\n".to_string()
 }
 
 fn render_row(html: &mut String, row: &PageRow) {
@@ -415,6 +447,28 @@ mod tests {
                 ok: Some(true),
                 detail: "connected".to_string(),
             }],
+        }
+    }
+
+    #[test]
+    fn pieces_make_the_whole_page() {
+        use std::io::Read;
+        for count in [0, ROWS_PER_PIECE + 1] {
+            let mut input = input();
+            let row = input.rows[0].clone();
+            input.rows = (0..count)
+                .map(|n| PageRow {
+                    id: format!("5cdad4{n:06}"),
+                    ..row.clone()
+                })
+                .collect();
+            let whole = render(&input);
+            let (length, mut reader) = body(input).into_reader();
+            let mut html = String::new();
+            reader.read_to_string(&mut html).expect("read the page");
+            assert_eq!(length, html.len());
+            assert_eq!(html, whole);
+            assert_eq!(html.matches("<article ").count(), count);
         }
     }
 

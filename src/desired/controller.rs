@@ -173,6 +173,13 @@ impl Controller {
         }
     }
 
+    /// Returns the drift counters and whether the unit holds its desired settings,
+    /// without copying the rest of the snapshot.
+    pub fn counters(&self) -> (DriftCounters, bool) {
+        let state = self.lock_state();
+        (state.counters, state.holding)
+    }
+
     /// Returns true while a write is in flight. The desired state changes only when a
     /// write ends, so a command still waiting does not affect a comparison.
     pub fn is_busy(&self) -> bool {

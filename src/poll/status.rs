@@ -105,12 +105,18 @@ impl StatusBoard {
         self.lock().get(id).cloned()
     }
 
-    /// Returns a copy of every status.
+    /// Returns a copy of every status, sorted by uuid.
     pub fn all(&self) -> Vec<(ThermostatId, ThermostatStatus)> {
+        self.map_all(ThermostatStatus::clone)
+    }
+
+    /// Returns `pick` of every status, sorted by uuid, for readers that need only a few
+    /// fields and should not copy every status.
+    pub fn map_all<T>(&self, pick: impl Fn(&ThermostatStatus) -> T) -> Vec<(ThermostatId, T)> {
         let mut all: Vec<_> = self
             .lock()
             .iter()
-            .map(|(id, status)| (id.clone(), status.clone()))
+            .map(|(id, status)| (id.clone(), pick(status)))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all

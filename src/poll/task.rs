@@ -84,7 +84,10 @@ pub async fn poll_with_controller(
                 let (outcome, reapply) = poller.handle_reply(reply, started);
                 if let Some(fields) = reapply {
                     let shutdown = poller.context.shutdown.clone();
-                    let stopped = shutdown.or_stop(poller.enforce(&fields)).await.is_none();
+                    // Boxed, so that the re-apply's state exists only while it runs
+                    // instead of enlarging every thermostat's poll task.
+                    let enforce = Box::pin(poller.enforce(&fields));
+                    let stopped = shutdown.or_stop(enforce).await.is_none();
                     if stopped {
                         break;
                     }
