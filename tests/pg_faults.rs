@@ -234,7 +234,9 @@ fn daemon_backends(db: &mut postgres::Client) -> Vec<(i32, String)> {
 
 #[test]
 fn connection_terminated_mid_transaction() {
-    const TERMINATIONS: usize = 30;
+    // Each termination waits for the daemon to reconnect first, which takes seconds on
+    // a loaded machine, so the count stays modest and the time limit generous.
+    const TERMINATIONS: usize = 15;
     let seed = fastrand::u64(..);
     println!("terminate test: seed {seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -247,7 +249,7 @@ fn connection_terminated_mid_transaction() {
     let mut terminated = 0;
     let mut in_transaction = 0;
     let started = Instant::now();
-    while terminated < TERMINATIONS && started.elapsed() < Duration::from_secs(90) {
+    while terminated < TERMINATIONS && started.elapsed() < Duration::from_secs(240) {
         std::thread::sleep(Duration::from_millis(rng.u64(200..800)));
         // Catch the backend inside a transaction when possible: poll its state for a
         // moment, then terminate it whatever it is doing.
@@ -277,8 +279,10 @@ fn connection_terminated_mid_transaction() {
         }
     }
     assert_eq!(
-        terminated, TERMINATIONS,
-        "the daemon did not reconnect often enough"
+        terminated,
+        TERMINATIONS,
+        "the daemon did not reconnect often enough: {terminated} terminations in {:?}",
+        started.elapsed()
     );
 
     wait_for(
