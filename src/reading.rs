@@ -141,7 +141,7 @@ pub enum ChangeType {
     /// The unit lost its commanded settings the way a power cut does: hold dropped and
     /// the program's setpoint came back.
     DeviceReset,
-    /// The unit never took a commanded setting, though it answered the write.
+    /// The unit never took a commanded setting, though it accepted the write.
     WriteDropped,
     /// The unit's clock jumped and its commanded settings changed with it.
     ClockJump,

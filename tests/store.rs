@@ -572,7 +572,7 @@ fn wal_per_reading_stays_small() {
 
 /// Measures WAL bytes per reading in the daemon's steady state at 1,000 thermostats:
 /// one reading of each per flush, after a first flush has created their rows. The
-/// bound is 400 bytes; the test asks for 350 because a foreign key from `raw_readings`
+/// bound is 400 bytes. The test expects under 350 because a foreign key from `raw_readings`
 /// to `thermostats` would lock each thermostat's row once per flush and add about 54
 /// bytes per reading (376 in all).
 #[test]

@@ -338,7 +338,7 @@ const COALESCED: RowFamily = RowFamily {
 const HOLDING: RowFamily = RowFamily {
     name: "thermostat_holding_settings",
     kind: "gauge",
-    help: "1 while the thermostat holds its desired settings, 0 after the retry budget ran out.",
+    help: "1 while the thermostat keeps its desired settings, 0 after the retry budget ran out.",
     series: Series::Desired(|desired| u64::from(desired.holding_settings)),
 };
 

@@ -170,7 +170,7 @@ impl Default for PollingConfig {
 }
 
 impl PollingConfig {
-    /// The timing rules of every `DeviceLink` the daemon and the command line open.
+    /// Returns the timing rules of every `DeviceLink` the daemon and the command line open.
     pub fn link_options(&self) -> crate::device::LinkOptions {
         crate::device::LinkOptions {
             request_timeout: self.request_timeout,

@@ -21,7 +21,7 @@ pub enum Drift {
     WallChange(Vec<&'static str>),
     /// Hold went from 1 to 0 and a setpoint moved with it, as after a power cut.
     Reset(Vec<&'static str>),
-    /// The unit never showed a commanded setting, though it answered the write.
+    /// The unit never showed a commanded setting, though it accepted the write.
     DroppedWrite(Vec<&'static str>),
     /// The clock jumped between two polls and commanded settings changed.
     ClockJump(Vec<&'static str>),
@@ -36,7 +36,7 @@ impl Drift {
         )
     }
 
-    /// The commanded fields that differ, empty for `NoDrift`.
+    /// Returns the commanded fields that differ, empty for `NoDrift`.
     pub fn fields(&self) -> &[&'static str] {
         match self {
             Self::NoDrift => &[],
@@ -92,7 +92,7 @@ pub fn classify(observation: &Observation<'_>) -> Drift {
     Drift::WallChange(fields)
 }
 
-/// The commanded fields that `current` shows with another value.
+/// Returns the commanded fields that `current` shows with another value.
 pub fn differing_fields(desired: &SettingsChange, current: &ThermostatState) -> Vec<&'static str> {
     let mut fields = Vec::new();
     let mut check = |field: &'static str, differs: Option<bool>| {
@@ -115,7 +115,7 @@ pub fn differing_fields(desired: &SettingsChange, current: &ThermostatState) -> 
 }
 
 /// Hold went from 1 to 0 while a setpoint moved. Without an earlier reading, commanded
-/// hold found off counts as a reset, because nobody saw a person release it.
+/// hold found off counts as a reset, because no reading showed a person release it.
 fn has_reset_signature(
     desired: &SettingsChange,
     previous: Option<&ThermostatState>,

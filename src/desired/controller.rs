@@ -35,7 +35,7 @@ pub struct DriftCounters {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredSnapshot {
     pub settings: SettingsChange,
-    /// Who commanded it: `public_server`, `local_api`, `cli`, `defaults` or `wall`.
+    /// Source of the command: `public_server`, `local_api`, `cli`, `defaults` or `wall`.
     pub source: Option<String>,
     pub commanded_at: Option<Timestamp>,
     pub policy: Policy,
@@ -173,7 +173,7 @@ impl Controller {
         }
     }
 
-    /// Returns the drift counters and whether the unit holds its desired settings,
+    /// Returns the drift counters and whether the unit keeps its desired settings,
     /// without copying the rest of the snapshot.
     pub fn counters(&self) -> (DriftCounters, bool) {
         let state = self.lock_state();
@@ -228,7 +228,7 @@ impl Controller {
             }
             let mut taken = std::mem::take(&mut *self.lock_pending());
             // A caller that gave up (an API deadline) no longer waits for its change,
-            // so a change nobody waits for is dropped instead of written late.
+            // so a change that no caller waits for is dropped instead of written late.
             taken.waiters.retain(|waiter| !waiter.is_closed());
             if taken.waiters.is_empty() {
                 taken.change = None;
@@ -409,7 +409,7 @@ impl Controller {
     }
 }
 
-/// What one re-apply did.
+/// Outcome of one re-apply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReapplyOutcome {
     /// The unit reads back as commanded; its state after the write.
@@ -420,7 +420,7 @@ pub enum ReapplyOutcome {
     NotHolding(ControlError),
 }
 
-/// The values `state` shows for `fields`, as a change.
+/// Returns the values `state` shows for `fields`, as a change.
 fn values_of(state: &ThermostatState, fields: &[&'static str]) -> SettingsChange {
     let named = |field: &str| fields.contains(&field);
     SettingsChange {

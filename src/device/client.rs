@@ -30,7 +30,7 @@ pub struct LinkOptions {
 }
 
 impl LinkOptions {
-    /// The longest that reading both programs through the link can take: a program gap
+    /// Returns the maximum time that reading both programs through the link can take: a program gap
     /// and a full request deadline for each.
     pub fn both_programs_time(&self) -> Duration {
         (self.program_gap + self.request_timeout) * 2
@@ -176,7 +176,7 @@ impl DeviceLink {
     }
 }
 
-/// Whether `path` reads or writes a program, which needs the longer quiet gap.
+/// Returns whether `path` reads or writes a program, which needs the longer quiet gap.
 fn is_program_path(path: &str) -> bool {
     path.starts_with("/tstat/program")
 }

@@ -49,7 +49,7 @@ pub struct Histogram {
     pub over: u64,
     pub count: u64,
     pub sum_seconds: f64,
-    /// The longest duration recorded.
+    /// Maximum duration recorded.
     pub max_seconds: f64,
 }
 

@@ -47,7 +47,7 @@ pub fn thermostats(
     queries::thermostat_overviews(client, id)
 }
 
-/// What `tstat status` shows of a thermostat's desired state: the commanded settings,
+/// Summary of a thermostat's desired state for `tstat status`: the commanded settings,
 /// who commanded them and when, the drift policy, whether the unit keeps them, and the
 /// drift and re-apply events of the last 24 hours by kind.
 #[derive(Debug, Clone, Default, PartialEq)]
