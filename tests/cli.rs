@@ -791,12 +791,26 @@ fn silent_api_blocks_direct_requests() {
             held.push(stream);
         }
     });
-    let url = support::fresh_database_url("cli_silent_api");
+    let (output, requests) = status_beside_api(api, "silent_api");
+
+    expect_status(&output, 1);
+    assert!(
+        stderr(&output).contains("did not respond"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(requests, 0);
+}
+
+/// Runs `tstat status` on one registered unit with `api` as api.listen, and returns
+/// the command's output and the requests that reached the unit.
+fn status_beside_api(api: SocketAddr, name: &str) -> (Output, u64) {
+    let url = support::fresh_database_url(&format!("cli_{name}"));
     let fleet = fleet(1, simulator::ModelProfile::Ct50);
     register(&url, fleet.devices());
     let device = &fleet.devices()[0];
     device.handle().reset_stats();
-    let config = write_config(&scratch("silent-api"), &url, api);
+    let config = write_config(&scratch(name), &url, api);
 
     let output = cli(&[
         "tstat",
@@ -806,13 +820,7 @@ fn silent_api_blocks_direct_requests() {
         config.to_str().expect("path"),
     ]);
 
-    expect_status(&output, 1);
-    assert!(
-        stderr(&output).contains("did not respond"),
-        "{}",
-        stderr(&output)
-    );
-    assert_eq!(device.handle().stats().total_requests, 0);
+    (output, device.handle().stats().total_requests)
 }
 
 #[test]
@@ -834,20 +842,7 @@ fn rejecting_api_blocks_direct_requests() {
             let _ = std::io::Write::write_all(&mut stream, response.as_bytes());
         }
     });
-    let url = support::fresh_database_url("cli_rejecting_api");
-    let fleet = fleet(1, simulator::ModelProfile::Ct50);
-    register(&url, fleet.devices());
-    let device = &fleet.devices()[0];
-    device.handle().reset_stats();
-    let config = write_config(&scratch("rejecting-api"), &url, api);
-
-    let output = cli(&[
-        "tstat",
-        "status",
-        device.uuid(),
-        "--config",
-        config.to_str().expect("path"),
-    ]);
+    let (output, requests) = status_beside_api(api, "rejecting_api");
 
     expect_status(&output, 1);
     assert!(
@@ -860,7 +855,7 @@ fn rejecting_api_blocks_direct_requests() {
         "{}",
         stderr(&output)
     );
-    assert_eq!(device.handle().stats().total_requests, 0);
+    assert_eq!(requests, 0);
 }
 
 #[test]
