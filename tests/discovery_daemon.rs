@@ -275,6 +275,11 @@ fn discover_command(config: &std::path::Path, methods: &str) -> serde_json::Valu
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("discovery "),
+        "no progress line on stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("JSON output")
 }
 

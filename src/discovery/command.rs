@@ -187,9 +187,11 @@ async fn register_all(store: &StoreHandle, devices: &[Discovered]) -> Result<(),
     Ok(())
 }
 
+/// Prints each phase's progress on stderr, so an operator sees a long scan move while
+/// stdout keeps only the result.
 fn log_progress(progress: &Progress) {
     if let Some(phase) = progress.phase_history.last() {
-        log::info!(
+        eprintln!(
             "discovery {} phase {:?}: {} ({} found, {:.1} s)",
             phase.phase,
             phase.status,
