@@ -235,13 +235,28 @@ async fn execute(context: &SyncContext, envelope: Envelope) {
     }
 }
 
+/// Returns the thermostat's controller, waiting up to 10 s for it: right after a
+/// restart, commands arrive before onboarding has started every poll task.
+async fn controller_after_start_up(
+    context: &SyncContext,
+    id: &ThermostatId,
+) -> Option<std::sync::Arc<crate::desired::Controller>> {
+    for _ in 0..20 {
+        if let Some(controller) = context.links.controller(id) {
+            return Some(controller);
+        }
+        async_io::Timer::after(Duration::from_millis(500)).await;
+    }
+    context.links.controller(id)
+}
+
 async fn set_state(
     context: &SyncContext,
     id: &ThermostatId,
     model: ModelProfile,
     change: SettingsChange,
 ) -> Result<Value, String> {
-    let Some(controller) = context.links.controller(id) else {
+    let Some(controller) = controller_after_start_up(context, id).await else {
         return Err(format!(
             "thermostat {id} is registered but not being polled yet; try again in a minute"
         ));
