@@ -143,6 +143,8 @@ struct RunResult {
     wal_fpi: u64,
     commits: u64,
     batch_writes: u64,
+    /// The window's WAL by relation and record type, largest first.
+    wal_records: Vec<WalShare>,
     overlaps: FleetStats,
     floor_http_us: Option<f64>,
     floor_insert_us: Option<f64>,
@@ -313,6 +315,17 @@ fn wait_until_polling(
     }
 }
 
+/// One line of the WAL breakdown: the relation of the record's first block (`-` for
+/// records without one, such as commits), the record type, and the records' count and
+/// total size.
+#[derive(Debug, Default)]
+struct WalShare {
+    relation: String,
+    record: String,
+    count: u64,
+    bytes: u64,
+}
+
 /// The counters read at each end of the window.
 struct Snapshot {
     cpu: CpuTicks,
@@ -340,6 +353,7 @@ fn measure_window(
     let name = url.rsplit('/').next().unwrap_or_default().to_string();
     let load_average = load_average();
 
+    let start_lsn = current_wal_lsn(&mut database)?;
     let start = snapshot(daemon, api, &mut database, &mut admin, &name, true)?;
     let started = Instant::now();
     let mut rss = Vec::new();
@@ -349,7 +363,9 @@ fn measure_window(
     }
     let end = snapshot(daemon, api, &mut database, &mut admin, &name, false)?;
     let window = started.elapsed();
+    let end_lsn = current_wal_lsn(&mut database)?;
     let text = scrape(api)?;
+    let wal_records = wal_breakdown(&mut database, &start_lsn, &end_lsn)?;
 
     let lateness = end.lateness.since(&start.lateness);
     Ok(RunResult {
@@ -368,6 +384,7 @@ fn measure_window(
         // The two raw_readings counts of the benchmark are transactions too.
         commits: (end.commits - start.commits).saturating_sub(2),
         batch_writes: end.batch_writes - start.batch_writes,
+        wal_records,
         ..RunResult::default()
     })
 }
@@ -418,6 +435,53 @@ fn snapshot(
         readings: readings as u64,
         batch_writes,
     })
+}
+
+fn current_wal_lsn(database: &mut postgres::Client) -> Result<String, String> {
+    database
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .map(|row| row.get(0))
+        .map_err(|error| format!("cannot read the WAL position: {error}"))
+}
+
+/// Groups the WAL records between two positions by the relation of their first block
+/// and their type, with pg_walinspect. The relation names resolve in the daemon's
+/// database; a record of another database shows its file number.
+fn wal_breakdown(
+    database: &mut postgres::Client,
+    start_lsn: &str,
+    end_lsn: &str,
+) -> Result<Vec<WalShare>, String> {
+    let query_error = |error: postgres::Error| format!("WAL breakdown query failed: {error}");
+    database
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        .map_err(query_error)?;
+
+    // The WAL writer flushes the last records within wal_writer_delay (200 ms), and
+    // pg_walinspect reads only flushed WAL.
+    sleep(Duration::from_millis(600));
+    let rows = database
+        .query(
+            "SELECT coalesce(c.relname, r.file, '-'), w.resource_manager || '/' || w.record_type,
+                    count(*)::int8, sum(w.record_length)::int8
+             FROM pg_get_wal_records_info($1::text::pg_lsn, $2::text::pg_lsn) w
+             LEFT JOIN LATERAL (SELECT (regexp_match(w.block_ref, 'rel \\d+/\\d+/(\\d+)'))[1] AS file) r
+                    ON true
+             LEFT JOIN pg_class c ON c.relfilenode::text = r.file
+             GROUP BY 1, 2
+             ORDER BY 4 DESC",
+            &[&start_lsn, &end_lsn],
+        )
+        .map_err(query_error)?;
+    Ok(rows
+        .iter()
+        .map(|row| WalShare {
+            relation: row.get(0),
+            record: row.get(1),
+            count: row.get::<_, i64>(2) as u64,
+            bytes: row.get::<_, i64>(3) as u64,
+        })
+        .collect())
 }
 
 /// Runs both floor loops and returns their CPU per request and per row, in µs.
@@ -504,6 +568,7 @@ fn print_run(result: &RunResult) {
         result.per_second(result.commits),
         result.per_second(result.batch_writes),
     );
+    print_wal_breakdown(result);
     if let Some(floor) = result.floor_us() {
         println!(
             "floor: GET {} µs/request + INSERT {} µs/row = {floor:.1} µs; daemon/floor {}",
@@ -518,6 +583,31 @@ fn print_run(result: &RunResult) {
         result.overlaps.overlapping_requests,
         result.overlaps.devices_with_overlap,
         result.overlaps.max_concurrent
+    );
+}
+
+/// Prints the largest WAL shares per reading, and the rest as one line.
+fn print_wal_breakdown(result: &RunResult) {
+    const SHOWN: usize = 12;
+    let readings = result.readings.max(1) as f64;
+    println!("WAL per reading by relation and record (count per reading, bytes per reading):");
+    for share in result.wal_records.iter().take(SHOWN) {
+        println!(
+            "  {:<32} {:<28} {:>6.3} {:>7.1}",
+            share.relation,
+            share.record,
+            share.count as f64 / readings,
+            share.bytes as f64 / readings
+        );
+    }
+    let rest: u64 = result.wal_records.iter().skip(SHOWN).map(|s| s.bytes).sum();
+    let total: u64 = result.wal_records.iter().map(|s| s.bytes).sum();
+    println!(
+        "  {:<61} {:>7.1}\n  {:<61} {:>7.1}",
+        "the rest",
+        rest as f64 / readings,
+        "total in the records",
+        total as f64 / readings
     );
 }
 
