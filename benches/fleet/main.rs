@@ -139,6 +139,11 @@ struct RunResult {
     lateness: Option<Buckets>,
     lateness_max_since_start: f64,
     readings: u64,
+    /// WAL written in the window: the distance between the WAL positions at its ends.
+    wal_position_bytes: u64,
+    /// WAL in the window by `pg_stat_wal`. A backend adds its WAL there up to seconds
+    /// later, and an autovacuum worker only when it finishes a table, so this can hold
+    /// WAL written before the window.
     wal_bytes: u64,
     wal_fpi: u64,
     commits: u64,
@@ -286,7 +291,18 @@ fn run_fleet(
         result.floor_insert_us = insert;
     }
     simulator.stop();
+    drop_database(&admin_url, &database)?;
     Ok(result)
+}
+
+/// Drops a finished run's database, so that no autovacuum of its tables (the floor
+/// loop leaves many rows) runs and writes WAL during the next run's window.
+fn drop_database(admin_url: &str, database: &str) -> Result<(), String> {
+    let mut admin =
+        postgres::Client::connect(admin_url, postgres::NoTls).map_err(|e| e.to_string())?;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .map_err(|error| format!("cannot drop the database {database}: {error}"))
 }
 
 /// Starts measuring once every thermostat has been polled once.
@@ -366,6 +382,13 @@ fn measure_window(
     let end_lsn = current_wal_lsn(&mut database)?;
     let text = scrape(api)?;
     let wal_records = wal_breakdown(&mut database, &start_lsn, &end_lsn)?;
+    let wal_position_bytes: i64 = database
+        .query_one(
+            "SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)::int8",
+            &[&end_lsn, &start_lsn],
+        )
+        .map_err(|error| format!("cannot measure the WAL written: {error}"))?
+        .get(0);
 
     let lateness = end.lateness.since(&start.lateness);
     Ok(RunResult {
@@ -385,6 +408,7 @@ fn measure_window(
         commits: (end.commits - start.commits).saturating_sub(2),
         batch_writes: end.batch_writes - start.batch_writes,
         wal_records,
+        wal_position_bytes: wal_position_bytes.max(0) as u64,
         ..RunResult::default()
     })
 }
@@ -561,8 +585,10 @@ fn print_run(result: &RunResult) {
         result.lateness_max_since_start * 1000.0
     );
     println!(
-        "readings {:.1}/s; WAL {:.0} B/reading ({} full-page images); {:.2} commits/s in the database, {:.2} batch writes/s",
+        "readings {:.1}/s; WAL {:.0} B/reading by WAL position, {:.0} by pg_stat_wal ({} full-page images); \
+         {:.2} commits/s in the database, {:.2} batch writes/s",
         result.per_second(result.readings),
+        result.wal_position_bytes as f64 / result.readings.max(1) as f64,
         result.wal_bytes as f64 / result.readings.max(1) as f64,
         result.wal_fpi,
         result.per_second(result.commits),
@@ -616,7 +642,7 @@ fn print_table(results: &[RunResult]) {
         "\n## summary (CPU per poll as a ratio to the floor; RSS growth against the previous size)"
     );
     println!(
-        "{:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8}",
+        "{:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8}",
         "fleet",
         "µs/poll",
         "floor",
@@ -626,6 +652,7 @@ fn print_table(results: &[RunResult]) {
         "KiB/+1",
         "p99 ms",
         "WAL B/r",
+        "stat B/r",
         "commit/s",
         "load1"
     );
@@ -643,7 +670,7 @@ fn print_table(results: &[RunResult]) {
             .and_then(|l| l.bounds.iter().rev().find(|b| b.is_finite()).copied())
             .unwrap_or(0.0);
         println!(
-            "{:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8.0} {:>9.2} {:>8}",
+            "{:>6} {:>8} {:>8} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8.0} {:>9.0} {:>9.2} {:>8}",
             result.size,
             format_us(result.cpu_per_poll_us()),
             format_us(result.floor_us()),
@@ -654,6 +681,7 @@ fn print_table(results: &[RunResult]) {
             result.rss_peak_kib,
             growth,
             format_bound_ms(lateness.and_then(|l| l.quantile_bound(0.99)), last),
+            result.wal_position_bytes as f64 / result.readings.max(1) as f64,
             result.wal_bytes as f64 / result.readings.max(1) as f64,
             result.per_second(result.commits),
             result.load_average.split(' ').next().unwrap_or("-"),
