@@ -5,6 +5,7 @@
 //! atomics, the shutdown signal and bounded queues.
 
 mod discover;
+mod memory;
 mod onboard;
 pub mod systemd;
 
@@ -350,6 +351,12 @@ fn run_executor(
     }
 
     start_systemd_tasks(&executor, config, store, &context);
+    executor
+        .spawn(memory::trim_periodically(
+            shutdown.clone(),
+            memory::TRIM_INTERVAL,
+        ))
+        .detach();
     if let Some(service) = weather {
         executor.spawn(service.run(shutdown.clone())).detach();
     }
@@ -368,6 +375,9 @@ fn run_executor(
     executor
         .spawn(async move {
             onboarding.await;
+            // Onboarding is the heap's peak; give its freed pages back now rather
+            // than at the next periodic trim.
+            memory::release_free_memory();
             discovery.run().await;
         })
         .detach();
