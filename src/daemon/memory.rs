@@ -5,8 +5,8 @@
 //! onboarding probes 64 addresses at once while the first polls begin, and then settles
 //! much lower, but the freed pages stay scattered between live ones. Without a trim the
 //! resident size stays near that peak: at 1,000 thermostats, one `malloc_trim` call cut
-//! it from 18.7 to 13.7 MiB (docs/BENCHMARKS.md). Trimming costs well under a
-//! millisecond of CPU, far less than one poll.
+//! it from 18.7 to 13.7 MiB (docs/BENCHMARKS.md). At that size a trim took 0.74 to
+//! 0.90 ms on the benchmark machine, so it runs on the executor like a short poll step.
 //!
 //! Other C libraries (musl) have no such call; there the task only waits for shutdown.
 
