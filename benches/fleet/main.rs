@@ -369,7 +369,7 @@ fn measure_window(
     let name = url.rsplit('/').next().unwrap_or_default().to_string();
     let load_average = load_average();
 
-    let start_lsn = current_wal_lsn(&mut database)?;
+    let start_lsn = reserve_wal(&mut database)?;
     let start = snapshot(daemon, api, &mut database, &mut admin, &name, true)?;
     let started = Instant::now();
     let mut rss = Vec::new();
@@ -381,14 +381,18 @@ fn measure_window(
     let window = started.elapsed();
     let end_lsn = current_wal_lsn(&mut database)?;
     let text = scrape(api)?;
-    let wal_records = wal_breakdown(&mut database, &start_lsn, &end_lsn)?;
     let wal_position_bytes: i64 = database
         .query_one(
             "SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)::int8",
             &[&end_lsn, &start_lsn],
         )
-        .map_err(|error| format!("cannot measure the WAL written: {error}"))?
+        .map_err(|error| format!("cannot measure the WAL written: {}", db_message(&error)))?
         .get(0);
+    let wal_records = wal_breakdown(&mut database, &start_lsn, &end_lsn).unwrap_or_else(|error| {
+        println!("no WAL breakdown: {error}");
+        Vec::new()
+    });
+    release_wal(&mut database)?;
 
     let lateness = end.lateness.since(&start.lateness);
     Ok(RunResult {
@@ -437,7 +441,8 @@ fn snapshot(
     let batch_writes =
         metric_value(&text, "thermostat_database_writes_total").unwrap_or(0.0) as u64;
 
-    let query_error = |error: postgres::Error| format!("benchmark query failed: {error}");
+    let query_error =
+        |error: postgres::Error| format!("benchmark query failed: {}", db_message(&error));
     let admin_row = admin
         .query_one(
             "SELECT (SELECT wal_bytes FROM pg_stat_wal)::int8,
@@ -461,11 +466,48 @@ fn snapshot(
     })
 }
 
+/// The replication slot that keeps the window's WAL until pg_walinspect has read it:
+/// without it, a checkpoint in a long window recycles the window's first segments.
+const WAL_SLOT: &str = "fleet_bench_window";
+
+/// Creates [`WAL_SLOT`], which keeps the WAL from now on, and returns the WAL position.
+fn reserve_wal(database: &mut postgres::Client) -> Result<String, String> {
+    release_wal(database)?;
+    database
+        .execute(
+            "SELECT pg_create_physical_replication_slot($1, true)",
+            &[&WAL_SLOT],
+        )
+        .map_err(|error| format!("cannot create the slot {WAL_SLOT}: {}", db_message(&error)))?;
+    current_wal_lsn(database)
+}
+
+/// Drops [`WAL_SLOT`] if it exists, so that PostgreSQL may recycle the WAL again.
+fn release_wal(database: &mut postgres::Client) -> Result<(), String> {
+    database
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+             WHERE slot_name = $1",
+            &[&WAL_SLOT],
+        )
+        .map(|_| ())
+        .map_err(|error| format!("cannot drop the slot {WAL_SLOT}: {}", db_message(&error)))
+}
+
 fn current_wal_lsn(database: &mut postgres::Client) -> Result<String, String> {
     database
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .map(|row| row.get(0))
-        .map_err(|error| format!("cannot read the WAL position: {error}"))
+        .map_err(|error| format!("cannot read the WAL position: {}", db_message(&error)))
+}
+
+/// Returns PostgreSQL's own message for a server error: the `Display` of
+/// `postgres::Error` says only "db error".
+fn db_message(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => error.to_string(),
+    }
 }
 
 /// Groups the WAL records between two positions by the relation of their first block
@@ -476,7 +518,8 @@ fn wal_breakdown(
     start_lsn: &str,
     end_lsn: &str,
 ) -> Result<Vec<WalShare>, String> {
-    let query_error = |error: postgres::Error| format!("WAL breakdown query failed: {error}");
+    let query_error =
+        |error: postgres::Error| format!("WAL breakdown query failed: {}", db_message(&error));
     database
         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
         .map_err(query_error)?;
@@ -615,6 +658,9 @@ fn print_run(result: &RunResult) {
 /// Prints the largest WAL shares per reading, and the rest as one line.
 fn print_wal_breakdown(result: &RunResult) {
     const SHOWN: usize = 12;
+    if result.wal_records.is_empty() {
+        return;
+    }
     let readings = result.readings.max(1) as f64;
     println!("WAL per reading by relation and record (count per reading, bytes per reading):");
     for share in result.wal_records.iter().take(SHOWN) {
