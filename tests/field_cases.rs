@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thermostat_server::clock::SystemClock;
+use thermostat_server::desired::Controller;
 use thermostat_server::device::{DeviceLink, LinkOptions, ModelProfile, ProgramKind};
 use thermostat_server::health::Health;
 use thermostat_server::poll::schedule::ScheduleOptions;
@@ -137,8 +138,19 @@ fn poll_task_future_stays_small() {
     let future = poll_thermostat(id, link, Instant::now(), context);
     let size = std::mem::size_of_val(&future);
     assert!(
-        size <= 2048,
+        size <= 1024,
         "the poll task's future is {size} bytes: box the await that made it grow"
+    );
+}
+
+/// Every polled thermostat has one controller for as long as it is polled, commands or
+/// not, so state that only a command or a drift needs belongs behind a `Box`.
+#[test]
+fn controller_stays_small() {
+    let size = std::mem::size_of::<Controller>();
+    assert!(
+        size <= 384,
+        "a controller is {size} bytes: box the state that only commands or drift use"
     );
 }
 

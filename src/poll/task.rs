@@ -62,7 +62,6 @@ pub async fn poll_with_controller(
 ) {
     let link = controller.link().clone();
     let mut poller = Poller {
-        id: controller.id().clone(),
         schedule: PollSchedule::new(context.schedule, first_due),
         baseline: None,
         warned_fields: HashSet::new(),
@@ -74,7 +73,10 @@ pub async fn poll_with_controller(
 
     while poller.wait_until_due().await {
         let started = Instant::now();
-        let Some(result) = poller.context.shutdown.or_stop(link.read_state()).await else {
+        // Boxed like the re-apply below: the request's state (about 800 bytes) then
+        // exists only while a poll runs, not between polls.
+        let read = Box::pin(link.read_state());
+        let Some(result) = poller.context.shutdown.or_stop(read).await else {
             break;
         };
 
@@ -109,11 +111,10 @@ pub async fn poll_with_controller(
             poller.report_offline();
         }
     }
-    log::debug!("thermostat {}: polling stopped", poller.id);
+    log::debug!("thermostat {}: polling stopped", poller.id());
 }
 
 struct Poller {
-    id: ThermostatId,
     schedule: PollSchedule,
     /// The last known value of every field, for change detection.
     baseline: Option<ThermostatState>,
@@ -131,6 +132,11 @@ struct Poller {
 }
 
 impl Poller {
+    /// Returns the thermostat's uuid, which only the controller stores.
+    fn id(&self) -> &ThermostatId {
+        self.controller.id()
+    }
+
     /// Sleeps until the next poll is due. Returns false when the daemon shuts down.
     async fn wait_until_due(&self) -> bool {
         self.context
@@ -163,14 +169,16 @@ impl Poller {
             if change.change_type != ChangeType::Initial {
                 self.context
                     .status
-                    .update(&self.id, |status| status.state_changes += 1);
+                    .update(self.id(), |status| status.state_changes += 1);
             }
         }
         self.baseline = Some(merge_known(self.baseline.as_ref(), &reply.state));
 
-        self.context.status.record_state(&self.id, now, reply.state);
+        self.context
+            .status
+            .record_state(self.id(), now, reply.state);
         self.context.sink.submit_reading(Reading {
-            thermostat_id: self.id.clone(),
+            thermostat_id: self.id().clone(),
             ts: now,
             state: reply.state,
             local_temp: self.context.outside.current(now),
@@ -216,7 +224,7 @@ impl Poller {
             };
             log::warn!(
                 "thermostat {}: {} on {}: {verdict}",
-                self.id,
+                self.id(),
                 change_type.as_str(),
                 describe_fields(state, &fields)
             );
@@ -240,7 +248,7 @@ impl Poller {
             ReapplyOutcome::Holding(state) => {
                 log::info!(
                     "thermostat {}: desired settings written again and read back",
-                    self.id
+                    self.id()
                 );
                 (state, ChangeType::Reapplied)
             }
@@ -249,7 +257,7 @@ impl Poller {
                 log::warn!(
                     "thermostat {}: not holding its settings after {} failed re-applies ({error}); \
                      reporting it and waiting for a new command or a matching reading",
-                    self.id,
+                    self.id(),
                     desired::REAPPLY_BUDGET
                 );
                 (self.baseline.unwrap_or_default(), ChangeType::NotHolding)
@@ -257,9 +265,9 @@ impl Poller {
         };
         let now = self.context.clock.now();
         self.baseline = Some(merge_known(self.baseline.as_ref(), &state));
-        self.context.status.record_state(&self.id, now, state);
+        self.context.status.record_state(self.id(), now, state);
         self.context.sink.submit_reading(Reading {
-            thermostat_id: self.id.clone(),
+            thermostat_id: self.id().clone(),
             ts: now,
             state,
             local_temp: self.context.outside.current(now),
@@ -280,12 +288,12 @@ impl Poller {
         log::log!(
             level,
             "thermostat {} at {}: poll failed: {error} ({failures} in a row)",
-            self.id,
+            self.id(),
             link.address()
         );
 
         self.context.sink.submit_failure(PollFailure {
-            thermostat_id: self.id.clone(),
+            thermostat_id: self.id().clone(),
             ts: self.context.clock.now(),
             kind: error.kind(),
         });
@@ -296,7 +304,7 @@ impl Poller {
         if change.change_type == ChangeType::Initial {
             log::info!(
                 "thermostat {}: first reading: {}",
-                self.id,
+                self.id(),
                 describe_fields(state, &ALL_FIELDS)
             );
             return;
@@ -308,7 +316,7 @@ impl Poller {
         log::log!(
             level,
             "thermostat {}: {} change: {}",
-            self.id,
+            self.id(),
             change.change_type.as_str(),
             describe_fields(state, &change.fields)
         );
@@ -318,7 +326,7 @@ impl Poller {
         let online = self.schedule.is_online();
         let failures_in_a_row = self.schedule.consecutive_failures();
         let now = self.context.clock.now();
-        self.context.status.update(&self.id, |status| {
+        self.context.status.update(self.id(), |status| {
             status.online = online;
             status.consecutive_failures = failures_in_a_row;
             status.polls += 1;
@@ -347,18 +355,18 @@ impl Poller {
         log::log!(
             level,
             "thermostat {}: {} dropped from the reading: {what}",
-            self.id,
+            self.id(),
             note.field
         );
     }
 
     fn report_offline(&self) {
         if let Some(sender) = &self.context.went_offline
-            && sender.try_send(self.id.clone()).is_err()
+            && sender.try_send(self.id().clone()).is_err()
         {
             log::debug!(
                 "thermostat {}: offline report dropped, discovery is busy or stopped",
-                self.id
+                self.id()
             );
         }
     }
@@ -367,7 +375,7 @@ impl Poller {
         if transition.went_offline {
             log::warn!(
                 "thermostat {} at {}: offline after {} failed polls in a row; retrying every {} s",
-                self.id,
+                self.id(),
                 link.address(),
                 self.schedule.consecutive_failures(),
                 self.schedule.delay().as_secs()
@@ -375,12 +383,16 @@ impl Poller {
         }
         if transition.came_online {
             self.failure_log.on_back_online();
-            log::info!("thermostat {} at {}: back online", self.id, link.address());
+            log::info!(
+                "thermostat {} at {}: back online",
+                self.id(),
+                link.address()
+            );
         }
         if transition.skipped_ticks > 0 {
             log::debug!(
                 "thermostat {}: {} poll tick(s) skipped while waiting for the device",
-                self.id,
+                self.id(),
                 transition.skipped_ticks
             );
         }
