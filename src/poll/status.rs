@@ -185,9 +185,9 @@ fn find(board: &[(ThermostatId, ThermostatStatus)], id: &ThermostatId) -> Result
     board.binary_search_by(|(known, _)| known.cmp(id))
 }
 
-/// Makes room for one more entry, growing by an eighth instead of doubling, so that at
-/// most about 12 % of the board's memory is unused.
-fn reserve_one<T>(board: &mut Vec<T>) {
+/// Makes room for one more entry, growing by an eighth of the length plus 8 instead of
+/// doubling, so that a large vector keeps at most about 11 % of its capacity unused.
+pub(super) fn reserve_one<T>(board: &mut Vec<T>) {
     if board.len() == board.capacity() {
         board.reserve_exact(board.len() / 8 + 8);
     }
