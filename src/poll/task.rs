@@ -1,7 +1,6 @@
 //! The polling task of one thermostat: wait for the schedule, read `/tstat` through the
 //! thermostat's `DeviceLink`, hand the result to the sink, repeat until shutdown.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,63 +54,25 @@ pub async fn poll_thermostat(
 /// Polls the thermostat of `controller` until shutdown, comparing each reading with
 /// its desired state and writing that again through the controller when the policy
 /// allows it. The first poll is due at `first_due`.
-pub async fn poll_with_controller(
+///
+/// Not an `async fn`: the future it returns captures only the poller, so the task does
+/// not also keep the arguments that the poller was made of. `run` borrows the poller,
+/// because an argument moved into an `async fn` takes room twice in its future.
+pub fn poll_with_controller(
     controller: Arc<Controller>,
     first_due: Instant,
     context: Arc<PollContext>,
-) {
-    let link = controller.link().clone();
+) -> impl Future<Output = ()> + Send + 'static {
     let mut poller = Poller {
         schedule: PollSchedule::new(context.schedule, first_due),
         baseline: None,
-        warned_fields: HashSet::new(),
+        warned_fields: Vec::new(),
         controller,
         last_poll: None,
         failure_log: FailureLog::default(),
         context,
     };
-
-    while poller.wait_until_due().await {
-        let started = Instant::now();
-        // Boxed like the re-apply below: the request's state (about 800 bytes) then
-        // exists only while a poll runs, not between polls.
-        let read = Box::pin(link.read_state());
-        let Some(result) = poller.context.shutdown.or_stop(read).await else {
-            break;
-        };
-
-        let (outcome, error_text) = match result {
-            Ok(reply) => {
-                poller.context.status.record_latency(started.elapsed());
-                let (outcome, reapply) = poller.handle_reply(reply, started);
-                if let Some(fields) = reapply {
-                    let shutdown = poller.context.shutdown.clone();
-                    // Boxed, so that the re-apply's state exists only while it runs
-                    // instead of enlarging every thermostat's poll task.
-                    let enforce = Box::pin(poller.enforce(&fields));
-                    let stopped = shutdown.or_stop(enforce).await.is_none();
-                    if stopped {
-                        break;
-                    }
-                }
-                (outcome, None)
-            }
-            Err(error) => (
-                poller.handle_failure(&link, &error),
-                Some(error.to_string()),
-            ),
-        };
-        let transition = poller.schedule.record(started, Instant::now(), outcome);
-        poller.context.status.record_lateness(transition.lateness);
-        let now = poller.context.clock.now().as_second();
-        poller.context.health.record_poll_heartbeat(now);
-        poller.publish_status(outcome, transition, error_text);
-        poller.log_transition(&link, transition);
-        if transition.went_offline {
-            poller.report_offline();
-        }
-    }
-    log::debug!("thermostat {}: polling stopped", poller.id());
+    async move { poller.run().await }
 }
 
 struct Poller {
@@ -119,8 +80,8 @@ struct Poller {
     /// The last known value of every field, for change detection.
     baseline: Option<ThermostatState>,
     /// Fields already reported at warn level, so a unit that always sends one bad field
-    /// does not fill the log.
-    warned_fields: HashSet<&'static str>,
+    /// does not fill the log. A `Vec`, because a reply has only nine fields.
+    warned_fields: Vec<&'static str>,
     /// The settings writes and desired state of this thermostat.
     controller: Arc<Controller>,
     /// Wall clock and monotonic time of the previous successful poll, to notice a
@@ -132,6 +93,53 @@ struct Poller {
 }
 
 impl Poller {
+    /// Polls until shutdown.
+    async fn run(&mut self) {
+        let link = self.controller.link().clone();
+        while self.wait_until_due().await {
+            let started = Instant::now();
+            // Boxed like the re-apply below: the request's state (about 800 bytes) then
+            // exists only while a poll runs, not between polls.
+            let read = Box::pin(link.read_state());
+            let Some(result) = self.context.shutdown.or_stop(read).await else {
+                break;
+            };
+
+            let (outcome, error_text, reapply) = match result {
+                Ok(reply) => {
+                    self.context.status.record_latency(started.elapsed());
+                    let (outcome, reapply) = self.handle_reply(reply, started);
+                    (outcome, None, reapply)
+                }
+                Err(error) => (
+                    self.handle_failure(&link, &error),
+                    Some(error.to_string()),
+                    None,
+                ),
+            };
+            if let Some(fields) = reapply {
+                let shutdown = self.context.shutdown.clone();
+                // Boxed, so that the re-apply's state exists only while it runs
+                // instead of enlarging every thermostat's poll task.
+                let enforce = Box::pin(self.enforce(&fields));
+                let stopped = shutdown.or_stop(enforce).await.is_none();
+                if stopped {
+                    break;
+                }
+            }
+            let transition = self.schedule.record(started, Instant::now(), outcome);
+            self.context.status.record_lateness(transition.lateness);
+            let now = self.context.clock.now().as_second();
+            self.context.health.record_poll_heartbeat(now);
+            self.publish_status(outcome, transition, error_text);
+            self.log_transition(&link, transition);
+            if transition.went_offline {
+                self.report_offline();
+            }
+        }
+        log::debug!("thermostat {}: polling stopped", self.id());
+    }
+
     /// Returns the thermostat's uuid, which only the controller stores.
     fn id(&self) -> &ThermostatId {
         self.controller.id()
@@ -342,7 +350,10 @@ impl Poller {
     }
 
     fn log_note(&mut self, note: &FieldNote) {
-        let first_time = self.warned_fields.insert(note.field);
+        let first_time = !self.warned_fields.contains(&note.field);
+        if first_time {
+            self.warned_fields.push(note.field);
+        }
         let (level, what) = match note.kind {
             NoteKind::NegativeOne => (
                 log::Level::Debug,
