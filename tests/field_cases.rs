@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thermostat_server::clock::SystemClock;
+use thermostat_server::desired::{Controller, Policy};
 use thermostat_server::device::{DeviceLink, LinkOptions, ModelProfile, ProgramKind};
 use thermostat_server::health::Health;
 use thermostat_server::poll::schedule::ScheduleOptions;
 use thermostat_server::poll::{
-    PollContext, ReadingSink, StatusBoard, ThermostatStatus, poll_thermostat,
+    PollContext, ReadingSink, StatusBoard, ThermostatStatus, poll_thermostat, poll_with_controller,
 };
 use thermostat_server::reading::{PollFailure, Reading, Tmode};
 use thermostat_server::shutdown::Shutdown;
@@ -133,12 +134,31 @@ fn poll_task_future_stays_small() {
     let address = DeviceAddress::new(std::net::SocketAddr::from(([127, 0, 0, 1], 9)));
     let link = Arc::new(DeviceLink::new(address, timing.link));
 
-    // The future is never polled, so nothing is sent.
-    let future = poll_thermostat(id, link, Instant::now(), context);
-    let size = std::mem::size_of_val(&future);
+    // The futures are never polled, so nothing is sent.
+    let controller = Controller::new(id.clone(), link.clone(), Arc::new(SystemClock), Policy::Off);
+    let spawned = poll_with_controller(Arc::new(controller), Instant::now(), context.clone());
+    let size = std::mem::size_of_val(&spawned);
     assert!(
-        size <= 2048,
+        size <= 640,
         "the poll task's future is {size} bytes: box the await that made it grow"
+    );
+
+    let without_controller = poll_thermostat(id, link, Instant::now(), context);
+    let size = std::mem::size_of_val(&without_controller);
+    assert!(
+        size <= 768,
+        "poll_thermostat's future is {size} bytes: box the await that made it grow"
+    );
+}
+
+/// Every polled thermostat has one controller for as long as it is polled, commands or
+/// not, so state that only a command or a drift needs belongs behind a `Box`.
+#[test]
+fn controller_stays_small() {
+    let size = std::mem::size_of::<Controller>();
+    assert!(
+        size <= 384,
+        "a controller is {size} bytes: box the state that only commands or drift use"
     );
 }
 

@@ -1,11 +1,12 @@
 //! The per-thermostat controller: the pending-change slot every settings write goes
 //! through, and the in-memory desired state the poll task compares readings with.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use jiff::Timestamp;
-use smol::lock::Mutex as WriteLock;
+use smol::lock::{Mutex as WriteLock, MutexGuard as WriteLockGuard};
 
 use super::classify::{Drift, Observation, classify, differing_fields};
 use super::{Policy, REAPPLY_BUDGET, reapply_change};
@@ -76,8 +77,9 @@ struct State {
     confirmed: bool,
     holding: bool,
     failed_reapplies: u32,
-    /// The fields and values of the difference handled last, to report it once.
-    last_drift: Option<(Vec<&'static str>, SettingsChange)>,
+    /// The fields and values of the difference handled last, to report it once. Boxed
+    /// because most units never drift.
+    last_drift: Option<Box<(Vec<&'static str>, SettingsChange)>>,
     drift_fields: Vec<&'static str>,
     counters: DriftCounters,
     /// The last known value of each setting, from polls and write read-backs.
@@ -101,9 +103,29 @@ pub struct Controller {
     link: Arc<DeviceLink>,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
-    pending: Mutex<Pending>,
-    /// Held for the whole of one write and its read-back.
+    /// Boxed and created by the first command, because most thermostats get none
+    /// between restarts.
+    pending: Mutex<Option<Box<Pending>>>,
+    /// Held for the whole of one write and its read-back, through [`Controller::write_lock`]
+    /// or [`Controller::try_write_lock`].
     writer: WriteLock<()>,
+    /// True while `writer` is held. `is_busy` reads this flag instead of trying the
+    /// lock, because the first unlock makes event-listener 5.4 allocate the lock's wait
+    /// list (72 bytes), which the controller would then keep for its whole life.
+    writing: AtomicBool,
+}
+
+/// The write lock of a controller, held. Clears the controller's `writing` flag when
+/// dropped, just before the lock itself is released.
+struct Writing<'a> {
+    _lock: WriteLockGuard<'a, ()>,
+    flag: &'a AtomicBool,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.flag.store(false, Ordering::Release);
+    }
 }
 
 impl Controller {
@@ -132,8 +154,9 @@ impl Controller {
                 reported: None,
                 last_write_end: None,
             }),
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(None),
             writer: WriteLock::new(()),
+            writing: AtomicBool::new(false),
         }
     }
 
@@ -183,7 +206,27 @@ impl Controller {
     /// Returns true while a write is in flight. The desired state changes only when a
     /// write ends, so a command still waiting does not affect a comparison.
     pub fn is_busy(&self) -> bool {
-        self.writer.try_lock().is_none()
+        self.writing.load(Ordering::Acquire)
+    }
+
+    /// Waits for the write lock.
+    async fn write_lock(&self) -> Writing<'_> {
+        let lock = self.writer.lock().await;
+        self.writing.store(true, Ordering::Release);
+        Writing {
+            _lock: lock,
+            flag: &self.writing,
+        }
+    }
+
+    /// Takes the write lock unless a write holds it.
+    fn try_write_lock(&self) -> Option<Writing<'_>> {
+        let lock = self.writer.try_lock()?;
+        self.writing.store(true, Ordering::Release);
+        Some(Writing {
+            _lock: lock,
+            flag: &self.writing,
+        })
     }
 
     /// Applies `change` from `source` through the pending-change slot and returns the
@@ -202,7 +245,8 @@ impl Controller {
     ) -> Result<Applied, ControlError> {
         let (sender, answer) = async_channel::bounded(1);
         {
-            let mut pending = self.lock_pending();
+            let mut slot = self.lock_pending();
+            let pending = slot.get_or_insert_with(Box::default);
             if pending.change.is_some() {
                 self.lock_state().counters.coalesced_commands += 1;
             }
@@ -217,7 +261,7 @@ impl Controller {
         }
 
         {
-            let _writing = self.writer.lock().await;
+            let _writing = self.write_lock().await;
             // The unit needs a gap after the previous write anyway: commands that
             // arrive during it join this write instead of waiting for another.
             let last_end = self.lock_state().last_write_end;
@@ -226,7 +270,10 @@ impl Controller {
             }) {
                 async_io::Timer::after(wait).await;
             }
-            let mut taken = std::mem::take(&mut *self.lock_pending());
+            let mut taken = self
+                .lock_pending()
+                .take()
+                .map_or_else(Pending::default, |taken| *taken);
             // A caller that gave up (an API deadline) no longer waits for its change,
             // so a change that no caller waits for is dropped instead of written late.
             taken.waiters.retain(|waiter| !waiter.is_closed());
@@ -305,7 +352,7 @@ impl Controller {
 
         let fields = drift.fields().to_vec();
         let key = (fields.clone(), values_of(current, &fields));
-        let new = !fields.is_empty() && state.last_drift.as_ref() != Some(&key);
+        let new = !fields.is_empty() && state.last_drift.as_deref() != Some(&key);
         state.drift_fields = fields;
         match &drift {
             Drift::NoDrift => {
@@ -332,7 +379,7 @@ impl Controller {
             _ => {}
         }
         if new && !matches!(drift, Drift::WallChange(_)) {
-            state.last_drift = Some(key);
+            state.last_drift = Some(Box::new(key));
         }
         Observed {
             drift,
@@ -347,7 +394,7 @@ impl Controller {
     /// skipped. After [`REAPPLY_BUDGET`] failures in a row the thermostat counts as not
     /// holding its settings until a reading or a command shows them again.
     pub async fn reapply(&self, fields: &[&'static str]) -> Option<ReapplyOutcome> {
-        let _writing = self.writer.try_lock()?;
+        let _writing = self.try_write_lock()?;
         let (change, model) = {
             let state = self.lock_state();
             (reapply_change(&state.settings, fields), state.model)
@@ -402,7 +449,7 @@ impl Controller {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn lock_pending(&self) -> MutexGuard<'_, Pending> {
+    fn lock_pending(&self) -> MutexGuard<'_, Option<Box<Pending>>> {
         self.pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

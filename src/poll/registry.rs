@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use super::status::reserve_one;
 use super::task::{PollContext, poll_with_controller};
 use crate::desired::{Controller, Policies, StoredDesired};
 use crate::device::{DeviceLink, LinkOptions};
@@ -22,7 +23,10 @@ pub struct Registry {
     executor: Weak<smol::Executor<'static>>,
     context: Arc<PollContext>,
     link_options: LinkOptions,
-    links: Mutex<HashMap<ThermostatId, Arc<Controller>>>,
+    /// The controller of each polled thermostat, sorted by uuid. Each controller
+    /// stores its uuid, so a sorted `Vec` needs 8 bytes per thermostat where a
+    /// `HashMap` would need a second copy of the uuid and spare slots.
+    links: Mutex<Vec<Arc<Controller>>>,
     policies: Mutex<Policies>,
     /// Desired states loaded from the database, taken by each controller as it starts.
     stored_desired: Mutex<HashMap<ThermostatId, StoredDesired>>,
@@ -38,7 +42,7 @@ impl Registry {
             executor,
             context,
             link_options,
-            links: Mutex::new(HashMap::new()),
+            links: Mutex::new(Vec::new()),
             policies: Mutex::new(Policies::default()),
             stored_desired: Mutex::new(HashMap::new()),
         }
@@ -46,8 +50,8 @@ impl Registry {
 
     /// Sets the drift policies, for thermostats polled from now on and those polled now.
     pub fn set_policies(&self, policies: Policies) {
-        for (id, controller) in self.lock().iter() {
-            controller.set_policy(policies.for_id(id));
+        for controller in self.lock().iter() {
+            controller.set_policy(policies.for_id(controller.id()));
         }
         *lock(&self.policies) = policies;
     }
@@ -62,9 +66,9 @@ impl Registry {
         let links = self.lock();
         let mut waiting = lock(&self.stored_desired);
         for (id, desired) in stored {
-            match links.get(&id) {
-                Some(controller) => controller.restore(&desired),
-                None => {
+            match find(&links, &id) {
+                Ok(index) => links[index].restore(&desired),
+                Err(_) => {
                     waiting.insert(id, desired);
                 }
             }
@@ -73,20 +77,19 @@ impl Registry {
 
     /// Returns the controller of `id`, through which every settings write goes.
     pub fn controller(&self, id: &ThermostatId) -> Option<Arc<Controller>> {
-        self.lock().get(id).cloned()
+        let links = self.lock();
+        let index = find(&links, id).ok()?;
+        Some(links[index].clone())
     }
 
     /// Returns every controller, sorted by uuid.
     pub fn controllers(&self) -> Vec<Arc<Controller>> {
-        let mut all: Vec<_> = self.lock().values().cloned().collect();
-        all.sort_by(|a, b| a.id().cmp(b.id()));
-        all
+        self.lock().clone()
     }
 
     /// Returns the link of `id`, if it is being polled.
     pub fn link(&self, id: &ThermostatId) -> Option<Arc<DeviceLink>> {
-        self.lock()
-            .get(id)
+        self.controller(id)
             .map(|controller| controller.link().clone())
     }
 
@@ -95,8 +98,8 @@ impl Registry {
         let links = self.lock();
         links
             .iter()
-            .find(|(_, controller)| controller.link().address() == address)
-            .map(|(id, _)| id.clone())
+            .find(|controller| controller.link().address() == address)
+            .map(|controller| controller.id().clone())
     }
 
     pub fn len(&self) -> usize {
@@ -117,17 +120,20 @@ impl Registry {
         link: Option<Arc<DeviceLink>>,
     ) -> Arc<DeviceLink> {
         let mut links = self.lock();
-        if let Some(existing) = links.get(id) {
-            let existing = existing.link();
-            if existing.address() != address {
-                log::info!(
-                    "thermostat {id}: address changed from {} to {address}",
-                    existing.address()
-                );
-                existing.set_address(address);
+        let index = match find(&links, id) {
+            Ok(known) => {
+                let existing = links[known].link();
+                if existing.address() != address {
+                    log::info!(
+                        "thermostat {id}: address changed from {} to {address}",
+                        existing.address()
+                    );
+                    existing.set_address(address);
+                }
+                return existing.clone();
             }
-            return existing.clone();
-        }
+            Err(index) => index,
+        };
 
         let link = link.unwrap_or_else(|| Arc::new(DeviceLink::new(address, self.link_options)));
         link.set_address(address);
@@ -142,7 +148,8 @@ impl Registry {
         if let Some(stored) = lock(&self.stored_desired).remove(id) {
             controller.restore(&stored);
         }
-        links.insert(id.clone(), controller.clone());
+        reserve_one(&mut links);
+        links.insert(index, controller.clone());
         self.context
             .health
             .set_thermostats_known(links.len() as u64);
@@ -175,9 +182,14 @@ impl Registry {
         self.context.schedule.interval.mul_f64(fraction)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ThermostatId, Arc<Controller>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Controller>>> {
         lock(&self.links)
     }
+}
+
+/// Returns the index of `id` in the sorted `links`, or where to insert it.
+fn find(links: &[Arc<Controller>], id: &ThermostatId) -> Result<usize, usize> {
+    links.binary_search_by(|controller| controller.id().cmp(id))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

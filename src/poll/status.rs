@@ -2,7 +2,6 @@
 //! success, last error) and histograms of poll durations and poll lateness, written by
 //! the poll tasks and read by the API and tests.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -80,7 +79,9 @@ impl Histogram {
 /// Status of every polled thermostat.
 #[derive(Debug)]
 pub struct StatusBoard {
-    statuses: Mutex<HashMap<ThermostatId, ThermostatStatus>>,
+    /// Sorted by uuid. A `Vec` with at most an eighth spare takes less memory than a
+    /// `HashMap`, which keeps up to half its slots empty, and readers want this order.
+    statuses: Mutex<Vec<(ThermostatId, ThermostatStatus)>>,
     latency: Mutex<Histogram>,
     lateness: Mutex<Histogram>,
 }
@@ -102,7 +103,9 @@ impl StatusBoard {
 
     /// Returns a copy of the status of `id`, if it has been polled.
     pub fn get(&self, id: &ThermostatId) -> Option<ThermostatStatus> {
-        self.lock().get(id).cloned()
+        let board = self.lock();
+        let index = find(&board, id).ok()?;
+        Some(board[index].1.clone())
     }
 
     /// Returns a copy of every status, sorted by uuid.
@@ -113,13 +116,10 @@ impl StatusBoard {
     /// Returns `pick` of every status, sorted by uuid, for readers that need only a few
     /// fields and should not copy every status.
     pub fn map_all<T>(&self, pick: impl Fn(&ThermostatStatus) -> T) -> Vec<(ThermostatId, T)> {
-        let mut all: Vec<_> = self
-            .lock()
+        self.lock()
             .iter()
             .map(|(id, status)| (id.clone(), pick(status)))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+            .collect()
     }
 
     /// Returns a copy of the poll duration histogram.
@@ -158,17 +158,38 @@ impl StatusBoard {
 
     pub(crate) fn update(&self, id: &ThermostatId, change: impl FnOnce(&mut ThermostatStatus)) {
         let mut board = self.lock();
-        let status = board.entry(id.clone()).or_insert_with(|| ThermostatStatus {
-            online: true,
-            ..Default::default()
-        });
-        change(status);
+        let index = match find(&board, id) {
+            Ok(index) => index,
+            Err(index) => {
+                reserve_one(&mut board);
+                let status = ThermostatStatus {
+                    online: true,
+                    ..Default::default()
+                };
+                board.insert(index, (id.clone(), status));
+                index
+            }
+        };
+        change(&mut board[index].1);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ThermostatId, ThermostatStatus>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ThermostatId, ThermostatStatus)>> {
         self.statuses
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Returns the index of `id` in the sorted `board`, or where to insert it.
+fn find(board: &[(ThermostatId, ThermostatStatus)], id: &ThermostatId) -> Result<usize, usize> {
+    board.binary_search_by(|(known, _)| known.cmp(id))
+}
+
+/// Makes room for one more entry, growing by an eighth of the length plus 8 instead of
+/// doubling, so that a large vector keeps at most about 11 % of its capacity unused.
+pub(super) fn reserve_one<T>(board: &mut Vec<T>) {
+    if board.len() == board.capacity() {
+        board.reserve_exact(board.len() / 8 + 8);
     }
 }
 
@@ -193,6 +214,48 @@ mod tests {
         assert_eq!(histogram.over, 1);
         assert_eq!(histogram.count, 3);
         assert_eq!(histogram.max_seconds, 45.0);
+    }
+
+    fn id(raw: &str) -> ThermostatId {
+        ThermostatId::parse(raw).expect("valid uuid")
+    }
+
+    #[test]
+    fn board_lists_statuses_sorted_by_uuid() {
+        let board = StatusBoard::new();
+        for raw in ["c3", "a1", "b2"] {
+            board.update(&id(raw), |status| status.polls += 1);
+        }
+        board.update(&id("a1"), |status| status.polls += 1);
+
+        let all = board.all();
+        let ids: Vec<&str> = all.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a1", "b2", "c3"]);
+        assert_eq!(board.get(&id("a1")).map(|status| status.polls), Some(2));
+        assert_eq!(board.get(&id("b2")).map(|status| status.polls), Some(1));
+        assert_eq!(board.get(&id("d4")), None);
+    }
+
+    #[test]
+    fn board_new_entry_starts_online() {
+        let board = StatusBoard::new();
+        board.update(&id("a1"), |_| {});
+        let status = board.get(&id("a1")).expect("entry created by update");
+        assert!(status.online);
+        assert_eq!(status.polls, 0);
+    }
+
+    #[test]
+    fn board_spare_capacity_stays_small() {
+        let board = StatusBoard::new();
+        for index in 0..1000 {
+            board.update(&id(&format!("unit{index:04}")), |_| {});
+        }
+        let capacity = board.lock().capacity();
+        assert!(
+            capacity <= 1000 + 1000 / 8 + 8,
+            "1,000 statuses in a board of capacity {capacity}"
+        );
     }
 
     #[test]

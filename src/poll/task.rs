@@ -1,7 +1,6 @@
 //! The polling task of one thermostat: wait for the schedule, read `/tstat` through the
 //! thermostat's `DeviceLink`, hand the result to the sink, repeat until shutdown.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,71 +54,34 @@ pub async fn poll_thermostat(
 /// Polls the thermostat of `controller` until shutdown, comparing each reading with
 /// its desired state and writing that again through the controller when the policy
 /// allows it. The first poll is due at `first_due`.
-pub async fn poll_with_controller(
+///
+/// Not an `async fn`: the future it returns captures only the poller, so the task does
+/// not also keep the arguments that the poller was made of. `run` borrows the poller,
+/// because an argument moved into an `async fn` takes room twice in its future.
+pub fn poll_with_controller(
     controller: Arc<Controller>,
     first_due: Instant,
     context: Arc<PollContext>,
-) {
-    let link = controller.link().clone();
+) -> impl Future<Output = ()> + Send + 'static {
     let mut poller = Poller {
-        id: controller.id().clone(),
         schedule: PollSchedule::new(context.schedule, first_due),
         baseline: None,
-        warned_fields: HashSet::new(),
+        warned_fields: Vec::new(),
         controller,
         last_poll: None,
         failure_log: FailureLog::default(),
         context,
     };
-
-    while poller.wait_until_due().await {
-        let started = Instant::now();
-        let Some(result) = poller.context.shutdown.or_stop(link.read_state()).await else {
-            break;
-        };
-
-        let (outcome, error_text) = match result {
-            Ok(reply) => {
-                poller.context.status.record_latency(started.elapsed());
-                let (outcome, reapply) = poller.handle_reply(reply, started);
-                if let Some(fields) = reapply {
-                    let shutdown = poller.context.shutdown.clone();
-                    // Boxed, so that the re-apply's state exists only while it runs
-                    // instead of enlarging every thermostat's poll task.
-                    let enforce = Box::pin(poller.enforce(&fields));
-                    let stopped = shutdown.or_stop(enforce).await.is_none();
-                    if stopped {
-                        break;
-                    }
-                }
-                (outcome, None)
-            }
-            Err(error) => (
-                poller.handle_failure(&link, &error),
-                Some(error.to_string()),
-            ),
-        };
-        let transition = poller.schedule.record(started, Instant::now(), outcome);
-        poller.context.status.record_lateness(transition.lateness);
-        let now = poller.context.clock.now().as_second();
-        poller.context.health.record_poll_heartbeat(now);
-        poller.publish_status(outcome, transition, error_text);
-        poller.log_transition(&link, transition);
-        if transition.went_offline {
-            poller.report_offline();
-        }
-    }
-    log::debug!("thermostat {}: polling stopped", poller.id);
+    async move { poller.run().await }
 }
 
 struct Poller {
-    id: ThermostatId,
     schedule: PollSchedule,
     /// The last known value of every field, for change detection.
     baseline: Option<ThermostatState>,
     /// Fields already reported at warn level, so a unit that always sends one bad field
-    /// does not fill the log.
-    warned_fields: HashSet<&'static str>,
+    /// does not fill the log. A `Vec`, because a reply has only nine fields.
+    warned_fields: Vec<&'static str>,
     /// The settings writes and desired state of this thermostat.
     controller: Arc<Controller>,
     /// Wall clock and monotonic time of the previous successful poll, to notice a
@@ -131,6 +93,58 @@ struct Poller {
 }
 
 impl Poller {
+    /// Polls until shutdown.
+    async fn run(&mut self) {
+        let link = self.controller.link().clone();
+        while self.wait_until_due().await {
+            let started = Instant::now();
+            // Boxed like the re-apply below: the request's state (about 800 bytes) then
+            // exists only while a poll runs, not between polls.
+            let read = Box::pin(link.read_state());
+            let Some(result) = self.context.shutdown.or_stop(read).await else {
+                break;
+            };
+
+            let (outcome, error_text, reapply) = match result {
+                Ok(reply) => {
+                    self.context.status.record_latency(started.elapsed());
+                    let (outcome, reapply) = self.handle_reply(reply, started);
+                    (outcome, None, reapply)
+                }
+                Err(error) => (
+                    self.handle_failure(&link, &error),
+                    Some(error.to_string()),
+                    None,
+                ),
+            };
+            if let Some(fields) = reapply {
+                let shutdown = self.context.shutdown.clone();
+                // Boxed, so that the re-apply's state exists only while it runs
+                // instead of enlarging every thermostat's poll task.
+                let enforce = Box::pin(self.enforce(&fields));
+                let stopped = shutdown.or_stop(enforce).await.is_none();
+                if stopped {
+                    break;
+                }
+            }
+            let transition = self.schedule.record(started, Instant::now(), outcome);
+            self.context.status.record_lateness(transition.lateness);
+            let now = self.context.clock.now().as_second();
+            self.context.health.record_poll_heartbeat(now);
+            self.publish_status(outcome, transition, error_text);
+            self.log_transition(&link, transition);
+            if transition.went_offline {
+                self.report_offline();
+            }
+        }
+        log::debug!("thermostat {}: polling stopped", self.id());
+    }
+
+    /// Returns the thermostat's uuid, which only the controller stores.
+    fn id(&self) -> &ThermostatId {
+        self.controller.id()
+    }
+
     /// Sleeps until the next poll is due. Returns false when the daemon shuts down.
     async fn wait_until_due(&self) -> bool {
         self.context
@@ -163,14 +177,16 @@ impl Poller {
             if change.change_type != ChangeType::Initial {
                 self.context
                     .status
-                    .update(&self.id, |status| status.state_changes += 1);
+                    .update(self.id(), |status| status.state_changes += 1);
             }
         }
         self.baseline = Some(merge_known(self.baseline.as_ref(), &reply.state));
 
-        self.context.status.record_state(&self.id, now, reply.state);
+        self.context
+            .status
+            .record_state(self.id(), now, reply.state);
         self.context.sink.submit_reading(Reading {
-            thermostat_id: self.id.clone(),
+            thermostat_id: self.id().clone(),
             ts: now,
             state: reply.state,
             local_temp: self.context.outside.current(now),
@@ -216,7 +232,7 @@ impl Poller {
             };
             log::warn!(
                 "thermostat {}: {} on {}: {verdict}",
-                self.id,
+                self.id(),
                 change_type.as_str(),
                 describe_fields(state, &fields)
             );
@@ -240,7 +256,7 @@ impl Poller {
             ReapplyOutcome::Holding(state) => {
                 log::info!(
                     "thermostat {}: desired settings written again and read back",
-                    self.id
+                    self.id()
                 );
                 (state, ChangeType::Reapplied)
             }
@@ -249,7 +265,7 @@ impl Poller {
                 log::warn!(
                     "thermostat {}: not holding its settings after {} failed re-applies ({error}); \
                      reporting it and waiting for a new command or a matching reading",
-                    self.id,
+                    self.id(),
                     desired::REAPPLY_BUDGET
                 );
                 (self.baseline.unwrap_or_default(), ChangeType::NotHolding)
@@ -257,9 +273,9 @@ impl Poller {
         };
         let now = self.context.clock.now();
         self.baseline = Some(merge_known(self.baseline.as_ref(), &state));
-        self.context.status.record_state(&self.id, now, state);
+        self.context.status.record_state(self.id(), now, state);
         self.context.sink.submit_reading(Reading {
-            thermostat_id: self.id.clone(),
+            thermostat_id: self.id().clone(),
             ts: now,
             state,
             local_temp: self.context.outside.current(now),
@@ -280,12 +296,12 @@ impl Poller {
         log::log!(
             level,
             "thermostat {} at {}: poll failed: {error} ({failures} in a row)",
-            self.id,
+            self.id(),
             link.address()
         );
 
         self.context.sink.submit_failure(PollFailure {
-            thermostat_id: self.id.clone(),
+            thermostat_id: self.id().clone(),
             ts: self.context.clock.now(),
             kind: error.kind(),
         });
@@ -296,7 +312,7 @@ impl Poller {
         if change.change_type == ChangeType::Initial {
             log::info!(
                 "thermostat {}: first reading: {}",
-                self.id,
+                self.id(),
                 describe_fields(state, &ALL_FIELDS)
             );
             return;
@@ -308,7 +324,7 @@ impl Poller {
         log::log!(
             level,
             "thermostat {}: {} change: {}",
-            self.id,
+            self.id(),
             change.change_type.as_str(),
             describe_fields(state, &change.fields)
         );
@@ -318,7 +334,7 @@ impl Poller {
         let online = self.schedule.is_online();
         let failures_in_a_row = self.schedule.consecutive_failures();
         let now = self.context.clock.now();
-        self.context.status.update(&self.id, |status| {
+        self.context.status.update(self.id(), |status| {
             status.online = online;
             status.consecutive_failures = failures_in_a_row;
             status.polls += 1;
@@ -334,7 +350,10 @@ impl Poller {
     }
 
     fn log_note(&mut self, note: &FieldNote) {
-        let first_time = self.warned_fields.insert(note.field);
+        let first_time = !self.warned_fields.contains(&note.field);
+        if first_time {
+            self.warned_fields.push(note.field);
+        }
         let (level, what) = match note.kind {
             NoteKind::NegativeOne => (
                 log::Level::Debug,
@@ -347,18 +366,18 @@ impl Poller {
         log::log!(
             level,
             "thermostat {}: {} dropped from the reading: {what}",
-            self.id,
+            self.id(),
             note.field
         );
     }
 
     fn report_offline(&self) {
         if let Some(sender) = &self.context.went_offline
-            && sender.try_send(self.id.clone()).is_err()
+            && sender.try_send(self.id().clone()).is_err()
         {
             log::debug!(
                 "thermostat {}: offline report dropped, discovery is busy or stopped",
-                self.id
+                self.id()
             );
         }
     }
@@ -367,7 +386,7 @@ impl Poller {
         if transition.went_offline {
             log::warn!(
                 "thermostat {} at {}: offline after {} failed polls in a row; retrying every {} s",
-                self.id,
+                self.id(),
                 link.address(),
                 self.schedule.consecutive_failures(),
                 self.schedule.delay().as_secs()
@@ -375,12 +394,16 @@ impl Poller {
         }
         if transition.came_online {
             self.failure_log.on_back_online();
-            log::info!("thermostat {} at {}: back online", self.id, link.address());
+            log::info!(
+                "thermostat {} at {}: back online",
+                self.id(),
+                link.address()
+            );
         }
         if transition.skipped_ticks > 0 {
             log::debug!(
                 "thermostat {}: {} poll tick(s) skipped while waiting for the device",
-                self.id,
+                self.id(),
                 transition.skipped_ticks
             );
         }
