@@ -1,5 +1,5 @@
 //! Tests of the fleet benchmark's pure parts: `/proc` parsing, Prometheus text, histogram
-//! deltas and percentiles. The benchmark itself runs only with `cargo bench`.
+//! deltas and percentiles, and the checks of the options. The benchmark itself runs only with `cargo bench`.
 
 #[path = "../benches/fleet/measure.rs"]
 #[allow(dead_code)]
@@ -96,6 +96,49 @@ fn sizes_and_arithmetic() {
     assert_eq!(ticks_to_duration(250, 100), Duration::from_millis(2500));
     assert_eq!(format_bound_ms(Some(0.25), 5.0), "<=250");
     assert_eq!(format_bound_ms(Some(f64::INFINITY), 5.0), ">5000");
+}
+
+#[test]
+fn whole_numbers_below_minimum_rejected() {
+    assert_eq!(parse_whole_number("--seconds", "60", 5), Ok(60));
+    assert_eq!(parse_whole_number("--realistic", "0", 0), Ok(0));
+
+    let small = parse_whole_number("--seconds", "2", 5).expect_err("2 is under the minimum");
+    assert!(small.contains("--seconds 2"), "{small}");
+    assert!(small.contains("5 or more"), "{small}");
+
+    let negative = parse_whole_number("--seconds", "-1", 5).expect_err("-1 is not a whole number");
+    assert!(negative.contains("\"-1\""), "{negative}");
+}
+
+#[test]
+fn daemon_must_be_executable_file() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let folder = std::env::temp_dir().join(format!("bench-measure-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).expect("create the test folder");
+    let binary = folder.join("daemon");
+    std::fs::write(&binary, b"#!/bin/sh\n").expect("write the test daemon");
+
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o644))
+        .expect("make the test daemon not executable");
+    let not_executable = check_daemon(&binary).expect_err("mode 644 is not executable");
+    assert!(
+        not_executable.contains("not executable"),
+        "{not_executable}"
+    );
+
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))
+        .expect("make the test daemon executable");
+    assert_eq!(check_daemon(&binary), Ok(()));
+
+    let folder_error = check_daemon(&folder).expect_err("a folder is not a daemon");
+    assert!(folder_error.contains("not a file"), "{folder_error}");
+
+    let missing = check_daemon(&folder.join("missing")).expect_err("the file is missing");
+    assert!(missing.contains("cargo build --release"), "{missing}");
+
+    std::fs::remove_dir_all(&folder).expect("remove the test folder");
 }
 
 #[test]

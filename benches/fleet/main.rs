@@ -4,14 +4,7 @@
 //! A last run uses realistic device latency. Everything listens on 127.0.0.1.
 //!
 //! Run: `cargo bench --bench fleet -- --sizes 10,100,1000,3000 --seconds 60`.
-//! Options: `--sizes LIST`, `--seconds N` (measured window per size, default 60),
-//! `--warmup N` (seconds after every thermostat answered, default 12), `--realistic N`
-//! (fleet of the realistic-latency run, default 200, 0 skips it), `--floor-seconds N`
-//! (default 10), `--daemon PATH` (default: the binary cargo built with the bench),
-//! `--log-level LEVEL` (the daemon's, default warn; its log stays in the work folder
-//! when a run fails), `--unit FILE|none` (the systemd unit whose `Environment=` lines
-//! the daemon runs with, default systemd/thermostat-server.service; `none` for none).
-//! The docs are in docs/BENCHMARKS.md.
+//! `--help` prints the options ([`USAGE`]); docs/BENCHMARKS.md explains the figures.
 
 mod child;
 mod measure;
@@ -27,8 +20,9 @@ use thermostat_server::pgtemp::TempPostgres;
 
 use child::{FleetStats, http_get};
 use measure::{
-    Buckets, CpuTicks, family_sum, format_bound_ms, median, metric_value, micros_per,
-    parse_proc_stat, parse_sizes, parse_status_kib, ticks_to_duration, unit_environment,
+    Buckets, CpuTicks, check_daemon, family_sum, format_bound_ms, median, metric_value, micros_per,
+    parse_proc_stat, parse_sizes, parse_status_kib, parse_whole_number, ticks_to_duration,
+    unit_environment,
 };
 
 /// The daemon's poll interval in every run.
@@ -36,6 +30,25 @@ const INTERVAL_SECONDS: u64 = 5;
 
 /// The lateness histogram's name on `/metrics`.
 const LATENESS: &str = "thermostat_poll_lateness_seconds";
+
+/// Help text for `--help`.
+const USAGE: &str = "\
+Usage: cargo bench --bench fleet -- [OPTIONS]
+
+  --sizes LIST         fleet sizes, such as 10,100,1000,3000 (the default)
+  --seconds N          measured window per size, at least 5 (default 60)
+  --warmup N           seconds to wait after every thermostat answered (default 12)
+  --realistic N        fleet of the realistic-latency run (default 200; 0 skips it)
+  --floor-seconds N    length of each floor loop, at least 1 (default 10)
+  --daemon PATH        the daemon to run (default: the release build cargo made)
+  --log-level LEVEL    the daemon's log level (default warn); its log stays in the
+                       work folder when a run fails
+  --unit FILE|none     the systemd unit whose Environment= lines the daemon runs with
+                       (default systemd/thermostat-server.service)
+  --help               this text
+
+docs/BENCHMARKS.md, \"The fleet benchmark\", explains each figure.
+";
 
 /// A poll counts as on time when it started at most this long after its tick.
 const ON_TIME_SECONDS: f64 = 0.25;
@@ -50,6 +63,10 @@ fn main() {
         Some("--simulator-child") => child::simulator(&args[1..]),
         Some("--floor-http") => child::floor_http(&args[1..]),
         Some("--floor-insert") => child::floor_insert(&args[1..]),
+        _ if args.iter().any(|arg| arg == "--help" || arg == "-h") => {
+            print!("{USAGE}");
+            Ok(())
+        }
         _ => Options::parse(&args).and_then(|options| run(&options)),
     };
     if let Err(error) = result {
@@ -93,16 +110,18 @@ impl Options {
                     .ok_or_else(|| format!("{flag} needs a value"))
                     .cloned()
             };
-            let number = |text: String| {
-                text.parse::<u64>()
-                    .map_err(|_| format!("{flag} takes a whole number, not {text:?}"))
-            };
             match flag.as_str() {
                 "--sizes" => options.sizes = parse_sizes(&value()?)?,
-                "--seconds" => options.seconds = number(value()?)?.max(INTERVAL_SECONDS),
-                "--warmup" => options.warmup = number(value()?)?,
-                "--realistic" => options.realistic = number(value()?)? as usize,
-                "--floor-seconds" => options.floor_seconds = number(value()?)?.max(1),
+                "--seconds" => {
+                    options.seconds = parse_whole_number(flag, &value()?, INTERVAL_SECONDS)?
+                }
+                "--warmup" => options.warmup = parse_whole_number(flag, &value()?, 0)?,
+                "--realistic" => {
+                    options.realistic = parse_whole_number(flag, &value()?, 0)? as usize
+                }
+                "--floor-seconds" => {
+                    options.floor_seconds = parse_whole_number(flag, &value()?, 1)?
+                }
                 "--daemon" => options.daemon = PathBuf::from(value()?),
                 "--log-level" => options.log_level = value()?,
                 "--unit" => {
@@ -110,9 +129,10 @@ impl Options {
                         .filter(|unit| unit != "none")
                         .map(PathBuf::from)
                 }
-                other => return Err(format!("unknown option {other}; see benches/fleet/main.rs")),
+                other => return Err(format!("unknown option {other}; --help lists the options")),
             }
         }
+        check_daemon(&options.daemon)?;
         if let Some(unit) = &options.unit {
             let text = std::fs::read_to_string(unit).map_err(|error| {
                 format!(
@@ -176,9 +196,26 @@ fn run(options: &Options) -> Result<(), String> {
     let work = std::env::temp_dir().join(format!("fleet-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
 
+    run_all(&postgres, &work, options, ticks_per_second).map_err(|error| {
+        format!(
+            "{error}\nthe site files and daemon logs of the runs are kept in {}",
+            work.display()
+        )
+    })?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// Runs every fleet size and then the realistic-latency run, printing as it goes.
+fn run_all(
+    postgres: &TempPostgres,
+    work: &Path,
+    options: &Options,
+    ticks_per_second: u64,
+) -> Result<(), String> {
     let mut results = Vec::new();
     for &size in &options.sizes {
-        let result = run_fleet(&postgres, &work, options, size, "fast", ticks_per_second)?;
+        let result = run_fleet(postgres, work, options, size, "fast", ticks_per_second)?;
         print_run(&result);
         results.push(result);
     }
@@ -186,8 +223,8 @@ fn run(options: &Options) -> Result<(), String> {
 
     if options.realistic > 0 {
         let result = run_fleet(
-            &postgres,
-            &work,
+            postgres,
+            work,
             options,
             options.realistic,
             "realistic",
@@ -196,7 +233,6 @@ fn run(options: &Options) -> Result<(), String> {
         print_run(&result);
         print_realistic(&result, options.seconds);
     }
-    let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! The pure parts of the fleet benchmark: parsing `/proc` files and Prometheus text,
-//! histogram deltas and percentiles, and the arithmetic of the printed figures. Tested
+//! histogram deltas and percentiles, the arithmetic of the printed figures, and the checks
+//! of the options. Tested
 //! by `tests/bench_measure.rs`, which includes this file.
 
+use std::path::Path;
 use std::time::Duration;
 
 /// CPU time of a process from `/proc/PID/stat`, in clock ticks.
@@ -146,6 +148,42 @@ pub fn parse_sizes(text: &str) -> Result<Vec<usize>, String> {
             )),
         })
         .collect()
+}
+
+/// Parses the whole number of option `flag`, which must be at least `minimum`.
+pub fn parse_whole_number(flag: &str, text: &str, minimum: u64) -> Result<u64, String> {
+    let value = text
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{flag} takes a whole number, such as {minimum}, not {text:?}"))?;
+    if value < minimum {
+        return Err(format!(
+            "{flag} {value} is too small: use {minimum} or more"
+        ));
+    }
+    Ok(value)
+}
+
+/// Checks that `path` is a file that can be run, before any server starts.
+pub fn check_daemon(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let how_to_fix = "build it with `cargo build --release`, or pass --daemon PATH";
+    let metadata = std::fs::metadata(path)
+        .map_err(|error| format!("no daemon at {}: {error}; {how_to_fix}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(format!(
+            "the daemon {} is not a file; {how_to_fix}",
+            path.display()
+        ));
+    }
+    if metadata.permissions().mode() & 0o111 == 0 {
+        return Err(format!(
+            "the daemon {} is not executable; run `chmod +x` on it, or pass --daemon PATH",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// CPU seconds per operation, in microseconds; `None` without operations.
