@@ -537,8 +537,8 @@ fn current_wal_lsn(database: &mut postgres::Client) -> Result<String, String> {
         .map_err(|error| format!("cannot read the WAL position: {}", db_message(&error)))
 }
 
-/// Returns PostgreSQL's own message for a server error: the `Display` of
-/// `postgres::Error` says only "db error".
+/// Returns PostgreSQL's own message for a server error, because the `Display` of
+/// `postgres::Error` prints only "db error".
 fn db_message(error: &postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),

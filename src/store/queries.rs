@@ -228,19 +228,19 @@ fn collect_readings(
     end: SystemTime,
     groups: &mut MinuteGroups,
 ) -> Result<(), postgres::Error> {
-    let mut rows = transaction.query_raw(
+    for_each_row(
+        transaction,
         "SELECT thermostat_id, ts, temp, t_heat, t_cool, tmode, tstate, local_temp
          FROM raw_readings WHERE ts >= $1 AND ts < $2",
-        [&first, &end],
-    )?;
-    while let Some(row) = rows.next()? {
-        let Some(sample) = sample_from_row(&row) else {
-            continue;
-        };
-        let key = (row.get::<_, String>(0), minute_start(sample.ts));
-        groups.entry(key).or_default().0.push(sample);
-    }
-    Ok(())
+        first,
+        end,
+        |row| {
+            if let Some(sample) = sample_from_row(row) {
+                let key = (row.get::<_, String>(0), minute_start(sample.ts));
+                groups.entry(key).or_default().0.push(sample);
+            }
+        },
+    )
 }
 
 /// Adds the poll failures stored in `[first, end)` to the failure counts of `groups`.
@@ -250,16 +250,32 @@ fn collect_failures(
     end: SystemTime,
     groups: &mut MinuteGroups,
 ) -> Result<(), postgres::Error> {
-    let mut rows = transaction.query_raw(
+    for_each_row(
+        transaction,
         "SELECT thermostat_id, ts FROM poll_failures WHERE ts >= $1 AND ts < $2",
-        [&first, &end],
-    )?;
+        first,
+        end,
+        |row| {
+            if let Ok(ts) = from_sql_time(row.get(1)) {
+                let key = (row.get::<_, String>(0), minute_start(ts));
+                groups.entry(key).or_default().1 += 1;
+            }
+        },
+    )
+}
+
+/// Runs `sql` with the time range `[first, end)` as its two parameters and passes each
+/// row to `visit` as it arrives, without collecting the rows.
+fn for_each_row(
+    transaction: &mut Transaction<'_>,
+    sql: &str,
+    first: SystemTime,
+    end: SystemTime,
+    mut visit: impl FnMut(&Row),
+) -> Result<(), postgres::Error> {
+    let mut rows = transaction.query_raw(sql, [&first, &end])?;
     while let Some(row) = rows.next()? {
-        let Ok(ts) = from_sql_time(row.get(1)) else {
-            continue;
-        };
-        let key = (row.get::<_, String>(0), minute_start(ts));
-        groups.entry(key).or_default().1 += 1;
+        visit(&row);
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ const MAX_BATCH: usize = 2_000;
 /// (8192 samples), this allows thousands of polls per second.
 const MAX_DRAIN_WAIT: Duration = Duration::from_secs(1);
 
-/// Maximum minutes rolled up per transaction. A catch-up chunk holds every sample of
+/// Maximum minutes rolled up per transaction. A catch-up chunk keeps every sample of
 /// its minutes in memory at once: 10 minutes at 1,000 thermostats is 120,000 samples
 /// of 88 bytes, about 11 MB.
 const ROLLUP_CHUNK_MINUTES: usize = 10;
